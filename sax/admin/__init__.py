@@ -1,0 +1,1 @@
+"""The admin's control plane: cell state, placement, join sessions, watches."""

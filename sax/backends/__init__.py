@@ -1,0 +1,1 @@
+"""Engine adapters behind the servable interface: vllm, jax."""

@@ -1,0 +1,88 @@
+"""One error type with canonical codes, shared by the admin, the model server and the client.
+
+Every failure that crosses HTTP is a `SaxError`; its JSON body is
+``{"error": {"code": "NOT_FOUND", "message": "..."}}`` and its HTTP status comes from `HTTP_STATUS`.
+The client rebuilds the same `SaxError` from the body, so code on both sides matches on `Code`.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+
+class Code(enum.StrEnum):
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    CANCELLED = "CANCELLED"
+    INTERNAL = "INTERNAL"
+    UNIMPLEMENTED = "UNIMPLEMENTED"
+    UNAVAILABLE = "UNAVAILABLE"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+
+
+HTTP_STATUS: dict[Code, int] = {
+    Code.INVALID_ARGUMENT: 400,
+    Code.PERMISSION_DENIED: 403,
+    Code.NOT_FOUND: 404,
+    Code.ALREADY_EXISTS: 409,
+    Code.FAILED_PRECONDITION: 412,
+    Code.RESOURCE_EXHAUSTED: 429,
+    Code.CANCELLED: 499,
+    Code.INTERNAL: 500,
+    Code.UNIMPLEMENTED: 501,
+    Code.UNAVAILABLE: 503,
+    Code.DEADLINE_EXCEEDED: 504,
+}
+
+_CODE_BY_STATUS = {status: code for code, status in HTTP_STATUS.items()}
+
+# Codes a client retries against the admin (503 also means: re-read location.json).
+ADMIN_RETRYABLE = frozenset({Code.UNAVAILABLE, Code.RESOURCE_EXHAUSTED})
+# Codes a client retries against a model server, on another replica when there is one.
+SERVER_RETRYABLE = frozenset({Code.UNAVAILABLE, Code.RESOURCE_EXHAUSTED, Code.NOT_FOUND})
+
+
+class SaxError(Exception):
+    """An error with a canonical code; `str(err)` is ``"CODE: message"``."""
+
+    def __init__(self, code: Code, message: str) -> None:
+        super().__init__(f"{code.value}: {message}")
+        self.code = code
+        self.message = message
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS[self.code]
+
+    def to_body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code.value, "message": self.message}}
+
+    @classmethod
+    def from_response(cls, status: int, body: Any) -> SaxError:
+        """Rebuilds the error a server sent; tolerates bodies that are not ours (proxies, 502s)."""
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            err = body["error"]
+            try:
+                code = Code(err.get("code", ""))
+            except ValueError:
+                code = _CODE_BY_STATUS.get(status, Code.INTERNAL)
+            return cls(code, str(err.get("message", "")))
+        code = _CODE_BY_STATUS.get(status, Code.UNAVAILABLE if status >= 502 else Code.INTERNAL)
+        return cls(code, f"HTTP {status}: {str(body)[:200]}")
+
+
+def invalid(message: str) -> SaxError:
+    return SaxError(Code.INVALID_ARGUMENT, message)
+
+
+def not_found(message: str) -> SaxError:
+    return SaxError(Code.NOT_FOUND, message)
+
+
+def unavailable(message: str) -> SaxError:
+    return SaxError(Code.UNAVAILABLE, message)

@@ -1,0 +1,1 @@
+"""Registered servable classes: what a published model's ``model_path`` names."""

@@ -1,0 +1,345 @@
+"""Every JSON body sax sends or receives: admin API, join protocol, data API, OpenAI subset.
+
+One source of truth: the admin app, the model server app, the client and the tests import these
+models, so the OpenAPI specs in ``openapi/`` and the wire agree by construction. Request models
+forbid unknown fields (a typo is a 400 that names the field); response models are lenient so that
+an older client can read a newer server.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Saxml method names; they are also the keys of a model's data-method ACLs.
+METHODS: tuple[str, ...] = (
+    "am.recognize",
+    "lm.score",
+    "lm.generate",
+    "lm.generate_stream",
+    "lm.embed",
+    "lm.gradient",
+    "mm.generate",
+    "vm.classify",
+    "vm.generate",
+    "vm.embed",
+    "vm.detect",
+    "vm.image_to_text",
+    "vm.image_to_image",
+    "vm.text_and_image_to_text",
+    "vm.video_to_text",
+)
+
+MAX_BODY_BYTES = 1 << 20  # admin requests; data requests have their own, larger limit
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Response(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ReplicaStatus(enum.StrEnum):
+    LOADING = "LOADING"
+    LOADED = "LOADED"
+    FAILED = "FAILED"
+    UNLOADING = "UNLOADING"
+
+
+# ---------------------------------------------------------------- cell files (sax/store.py)
+
+
+class CellConfig(Response):
+    """``<sax_root>/sax/<cell>/config.json``."""
+
+    version: int = 1
+    fs_root: str
+    admin_acl: str = ""
+
+
+class Location(Response):
+    """``<sax_root>/sax/<cell>/location.json``: where the leader admin listens, and its lease."""
+
+    version: int = 1
+    address: str = ""  # host:port of the leader's HTTP API; "" until an admin has run
+    admin_id: str = ""
+    lease_expires_at: float = 0.0  # unix seconds
+
+
+class PublishedModel(Response):
+    """A published model as the admin stores it (``state.json``) and hands it to servers."""
+
+    model_id: str
+    model_path: str
+    checkpoint_path: str
+    num_replicas: int
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    acls: dict[str, str] = Field(default_factory=dict)
+    admin_acl: str = ""
+    uuid: str = ""
+
+
+class CellState(Response):
+    """``<fs_root>/sax/<cell>/state.json``."""
+
+    version: int = 1
+    models: list[PublishedModel] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- admin API
+
+
+class PublishRequest(Request):
+    model_id: str = Field(description="/sax/<cell>/<name>")
+    model_path: str = Field(description="registered servable, e.g. sax.models.vllm.Tiny")
+    checkpoint_path: str = Field("None", description="local path or gs:// URL; None = random weights")
+    num_replicas: int = Field(1, description="requested replicas, >= 0")
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    acls: dict[str, str] = Field(default_factory=dict, description="data method -> ACL name")
+    admin_acl: str = ""
+
+
+class UpdateRequest(Request):
+    """PATCH body: only the fields given change. model_path is immutable (400 if it differs)."""
+
+    model_path: str | None = None
+    checkpoint_path: str | None = None
+    num_replicas: int | None = None
+    overrides: dict[str, Any] | None = None
+    acls: dict[str, str] | None = None
+    admin_acl: str | None = None
+
+
+class ReplicaInfo(Response):
+    address: str = Field(description="data address clients call")
+    server: str = Field(description="the server's join address")
+    status: ReplicaStatus | None = Field(None, description="None until the server reports it")
+    failure_reason: str = ""
+
+
+class ModelInfo(Response):
+    model_id: str
+    model_path: str
+    checkpoint_path: str
+    num_replicas: int = Field(description="requested replicas")
+    ready_replicas: int = 0
+    replicas: list[ReplicaInfo] = Field(default_factory=list)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    acls: dict[str, str] = Field(default_factory=dict)
+    admin_acl: str = ""
+    methods: list[str] = Field(default_factory=list)
+    reason: str = Field("", description="why fewer replicas than requested are placed or ready")
+
+
+class ModelList(Response):
+    models: list[ModelInfo] = Field(default_factory=list)
+
+
+class Mutation(Response):
+    op: Literal["add", "del"]
+    address: str
+
+
+class WatchResult(Response):
+    """WatchLoc reply: replace the set with `values` when `has_fullset`, then apply `changelog`."""
+
+    admin_id: str
+    next_seqno: int
+    has_fullset: bool = False
+    values: list[str] = Field(default_factory=list)
+    changelog: list[Mutation] = Field(default_factory=list)
+
+
+class WaitRequest(Request):
+    num_replicas: int = Field(1, ge=0)
+    timeout_s: float = Field(30.0, gt=0, le=600)
+
+
+class WaitResponse(Response):
+    ready_replicas: int
+
+
+class ServerTypeStat(Response):
+    chip: str
+    topology: str
+    num_servers: int
+
+
+class CellStats(Response):
+    server_types: list[ServerTypeStat] = Field(default_factory=list)
+    servers_by_model_path: dict[str, int] = Field(default_factory=dict)
+    num_servers: int = 0
+    num_models: int = 0
+
+
+class MethodStats(Response):
+    pending: int = 0
+    successes_per_second: float = 0.0
+    errors_per_second: float = 0.0
+    latency_p50_s: float = 0.0
+    latency_p95_s: float = 0.0
+    latency_p99_s: float = 0.0
+
+
+class ModelReport(Response):
+    """One model as a server reports it in each join."""
+
+    model_id: str
+    model_path: str
+    checkpoint_path: str = "None"
+    uuid: str = ""
+    status: ReplicaStatus
+    failure_reason: str = ""
+    method_stats: dict[str, MethodStats] = Field(default_factory=dict)
+
+
+class ServerInfo(Response):
+    address: str
+    data_address: str
+    chip: str
+    topology: str
+    memory_bytes: int
+    model_paths: list[str]
+    tags: list[str]
+    models: list[ModelReport]
+    seconds_since_last_join: float
+
+
+class ServerList(Response):
+    servers: list[ServerInfo] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- join protocol
+
+
+class JoinRequest(Request):
+    address: str = Field(description="the server's own address (its identity in the cell)")
+    data_address: str = Field("", description="address clients call; defaults to address")
+    chip: str = "cpu"
+    topology: str = "1"
+    memory_bytes: int = Field(0, ge=0, description="memory for models; 0 = unlimited")
+    servable_model_paths: list[str] = Field(default_factory=list)
+    servable_memory_bytes: dict[str, int] = Field(
+        default_factory=dict, description="model path -> estimated bytes per replica"
+    )
+    tags: list[str] = Field(default_factory=list)
+    models: list[ModelReport] = Field(default_factory=list)
+    admin_id: str = Field("", description="admin_id from the last reply; '' on first join")
+
+
+class Assignment(Response):
+    model_id: str
+    model_path: str
+    checkpoint_path: str
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    acls: dict[str, str] = Field(default_factory=dict)
+    uuid: str = ""
+
+
+class JoinResponse(Response):
+    admin_id: str
+    assignment: list[Assignment] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- data API (model server)
+
+
+ExtraValue = float | int | str | list[str] | bool
+
+
+class GenerateRequest(Request):
+    text: str
+    extra_inputs: dict[str, ExtraValue] = Field(
+        default_factory=dict,
+        description="temperature, per_example_max_decode_steps, per_example_top_k, "
+        "per_example_top_p, num_samples, seed, stop",
+    )
+    timeout_s: float | None = Field(None, gt=0, description="per-request deadline -> 504")
+
+
+class Sample(Response):
+    text: str
+    score: float = Field(description="cumulative log-probability of the generated tokens")
+    num_tokens: int = 0
+    finish_reason: str = "stop"
+
+
+class GenerateResponse(Response):
+    samples: list[Sample]
+
+
+class StreamItem(Response):
+    """One sample's progress: the full text is ``acc[:prefix_len] + text``."""
+
+    index: int
+    text: str
+    prefix_len: int
+    score: float
+
+
+class StreamChunk(Response):
+    items: list[StreamItem]
+
+
+class StreamDone(Response):
+    samples: list[Sample]
+
+
+class ScoreRequest(Request):
+    prefix: str
+    suffixes: list[str] = Field(min_length=1)
+    extra_inputs: dict[str, ExtraValue] = Field(default_factory=dict)
+    timeout_s: float | None = Field(None, gt=0)
+
+
+class ScoreResponse(Response):
+    scores: list[float] = Field(description="log P(suffix | prefix), one per suffix")
+
+
+class EmbedRequest(Request):
+    text: str
+    extra_inputs: dict[str, ExtraValue] = Field(default_factory=dict)
+    timeout_s: float | None = Field(None, gt=0)
+
+
+class EmbedResponse(Response):
+    embedding: list[float]
+
+
+class GradientRequest(Request):
+    prefix: str
+    suffix: str
+    extra_inputs: dict[str, ExtraValue] = Field(default_factory=dict)
+    timeout_s: float | None = Field(None, gt=0)
+
+
+class Tensor(Response):
+    shape: list[int]
+    values: list[float] = Field(description="row-major, flattened")
+
+
+class GradientResponse(Response):
+    score: list[float]
+    gradients: dict[str, Tensor]
+
+
+class ServerStatus(Response):
+    """GET /v1/status on a model server."""
+
+    address: str
+    admin_address: str = ""
+    admin_id: str = ""
+    models: list[ModelReport] = Field(default_factory=list)
+
+
+class ErrorDetail(Response):
+    code: str
+    message: str
+
+
+class ErrorBody(Response):
+    error: ErrorDetail

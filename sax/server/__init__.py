@@ -1,0 +1,1 @@
+"""The model server: registry, servable lifecycle, join loop, admission, stats."""

@@ -1,0 +1,121 @@
+"""The servable interface every engine adapter implements.
+
+A servable class is what a published model's ``model_path`` names. The model server creates one
+instance per loaded model with a `LoadSpec`, calls `load()` in the background, serves data methods
+while it is LOADED, and calls `unload()` to free memory. Data methods are async; engine work never
+runs on the server's event loop (the engine's own loop, a thread, or a subprocess).
+
+Cancellation is the abort signal: when a client disconnects the server cancels the task awaiting
+`generate`/`score`/... or closes the `generate_stream` iterator, and the servable must abort the
+engine request then (``try/finally`` around the engine call).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from sax.errors import Code, SaxError, invalid
+from sax.schemas import GradientResponse, Sample, StreamItem
+from sax.server.sampling import SamplingOptions
+
+# Override keys that steer placement on the admin; servables never see them.
+PLACEMENT_KEYS = frozenset({"ram", "constraints", "chip", "topology"})
+
+
+def is_placement_key(key: str) -> bool:
+    return key in PLACEMENT_KEYS or (key.startswith("ram") and key[3:].isdigit())
+
+
+class ServableConfig(BaseModel):
+    """Per-class settings that overrides may change; unknown keys and wrong types are rejected."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    model_id: str
+    model_path: str
+    checkpoint_path: str  # "None" means random weights of the declared architecture
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    acls: Mapping[str, str] = field(default_factory=dict)
+    uuid: str = ""
+
+    @property
+    def random_weights(self) -> bool:
+        return self.checkpoint_path in ("None", "", "none")
+
+
+class Servable(abc.ABC):
+    """Base class. Subclasses set the ClassVars and override the methods they serve."""
+
+    backend: ClassVar[str] = "test"
+    methods: ClassVar[frozenset[str]] = frozenset()
+    Config: ClassVar[type[ServableConfig]] = ServableConfig
+    default_sampling: ClassVar[SamplingOptions] = SamplingOptions()
+
+    def __init__(self, spec: LoadSpec) -> None:
+        self.spec = spec
+        self.config = self.parse_config(spec.overrides)
+
+    @classmethod
+    def parse_config(cls, overrides: Mapping[str, Any]) -> ServableConfig:
+        """Applies overrides to `Config` with strict types; INVALID_ARGUMENT names the bad key."""
+        values = {k: v for k, v in overrides.items() if not is_placement_key(k)}
+        try:
+            return cls.Config(**values)
+        except ValidationError as exc:
+            errs = "; ".join(
+                f"override {'.'.join(str(p) for p in e['loc'])!r}: {e['msg']}" for e in exc.errors()
+            )
+            raise invalid(errs) from exc
+
+    @classmethod
+    def memory_bytes(cls, config: ServableConfig | None = None) -> int:
+        """Estimated memory one loaded replica needs (weights + cache); 0 if negligible."""
+        return 0
+
+    @abc.abstractmethod
+    async def load(self) -> None:
+        """Builds or fetches weights and starts the engine; raises with a clear reason on failure."""
+
+    @abc.abstractmethod
+    async def unload(self) -> None:
+        """Stops the engine and frees its memory."""
+
+    def sampling(self, extra: Mapping[str, Any]) -> SamplingOptions:
+        from sax.server.sampling import sampling_from_extra
+
+        return sampling_from_extra(extra, self.default_sampling)
+
+    async def generate(self, text: str, options: SamplingOptions) -> list[Sample]:
+        raise self._unimplemented("lm.generate")
+
+    def generate_stream(self, text: str, options: SamplingOptions) -> AsyncIterator[list[StreamItem]]:
+        """Yields, per step, the items of the samples that changed."""
+        raise self._unimplemented("lm.generate_stream")
+
+    async def score(self, prefix: str, suffixes: list[str], extra: Mapping[str, Any]) -> list[float]:
+        raise self._unimplemented("lm.score")
+
+    async def embed(self, text: str, extra: Mapping[str, Any]) -> list[float]:
+        raise self._unimplemented("lm.embed")
+
+    async def gradient(self, prefix: str, suffix: str, extra: Mapping[str, Any]) -> GradientResponse:
+        raise self._unimplemented("lm.gradient")
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """Renders chat messages into a prompt (the tokenizer's chat template where it has one)."""
+        lines = [f"{m.get('role', 'user')}: {m.get('content', '')}" for m in messages]
+        return "\n".join([*lines, "assistant:"])
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def _unimplemented(self, method: str) -> SaxError:
+        return SaxError(Code.UNIMPLEMENTED, f"{self.spec.model_path} does not serve {method}")
