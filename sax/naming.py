@@ -54,7 +54,9 @@ class ModelId:
     def parse(cls, text: str) -> ModelId:
         head, sep, name = text.rpartition("/")
         if not sep:
-            raise invalid(f"model full name {text!r} should have the form /sax/<cell name>/<model name>")
+            raise invalid(
+                f"model full name {text!r} should have the form /sax/<cell name>/<model name>"
+            )
         if not is_valid_name(name):
             raise invalid(f"model name {name!r} in {text!r} must match {NAME_PATTERN!r}")
         try:

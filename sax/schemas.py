@@ -96,7 +96,9 @@ class CellState(Response):
 class PublishRequest(Request):
     model_id: str = Field(description="/sax/<cell>/<name>")
     model_path: str = Field(description="registered servable, e.g. sax.models.vllm.Tiny")
-    checkpoint_path: str = Field("None", description="local path or gs:// URL; None = random weights")
+    checkpoint_path: str = Field(
+        "None", description="local path or gs:// URL; None = random weights"
+    )
     num_replicas: int = Field(1, description="requested replicas, >= 0")
     overrides: dict[str, Any] = Field(default_factory=dict)
     acls: dict[str, str] = Field(default_factory=dict, description="data method -> ACL name")

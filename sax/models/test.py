@@ -65,7 +65,9 @@ class Echo(Servable):
             ]
             done += piece
 
-    async def score(self, prefix: str, suffixes: list[str], extra: Mapping[str, Any]) -> list[float]:
+    async def score(
+        self, prefix: str, suffixes: list[str], extra: Mapping[str, Any]
+    ) -> list[float]:
         return [-float(len(s)) for s in suffixes]
 
     async def embed(self, text: str, extra: Mapping[str, Any]) -> list[float]:

@@ -36,6 +36,12 @@ def register(path: str, *aliases: str) -> Callable[[type[Servable]], type[Servab
 
 
 def backend_available(module: str) -> bool:
+    """True when the servable module exists and the engine packages it needs are installed."""
+    try:
+        if importlib.util.find_spec(module) is None:
+            return False
+    except ModuleNotFoundError:
+        return False
     return all(importlib.util.find_spec(pkg) is not None for pkg in _MODULES[module])
 
 
@@ -68,8 +74,6 @@ def resolve(path: str) -> type[Servable]:
 def servable_paths(backends: set[str] | None = None) -> list[str]:
     """Registered paths and aliases whose backend is installed (and in `backends`, if given)."""
     _import_all(backends)
-    allowed = {
-        p for p, cls in _CLASSES.items() if backends is None or cls.backend in backends
-    }
+    allowed = {p for p, cls in _CLASSES.items() if backends is None or cls.backend in backends}
     aliases = [a for a, p in _ALIASES.items() if p in allowed]
     return sorted(allowed) + sorted(aliases)

@@ -54,11 +54,10 @@ def sampling_from_extra(
     """Applies `extra` over `defaults`; raises INVALID_ARGUMENT naming the bad key."""
     opts = defaults or SamplingOptions()
     changes: dict[str, Any] = {}
+    value: Any
     for key, value in extra.items():
         if key not in _KEYS:
-            raise invalid(
-                f"unknown extra input {key!r}; accepted: {', '.join(sorted(_KEYS))}"
-            )
+            raise invalid(f"unknown extra input {key!r}; accepted: {', '.join(sorted(_KEYS))}")
         name, types = _KEYS[key]
         if isinstance(value, bool) or not isinstance(value, types):
             raise invalid(f"extra input {key!r} has the wrong type: {value!r}")
@@ -69,7 +68,9 @@ def sampling_from_extra(
         elif name == "max_decode_steps":
             steps = _as_int(key, value)
             if not 1 <= steps <= MAX_DECODE_STEPS:
-                raise invalid(f"extra input {key!r} must be in [1, {MAX_DECODE_STEPS}], got {value}")
+                raise invalid(
+                    f"extra input {key!r} must be in [1, {MAX_DECODE_STEPS}], got {value}"
+                )
             changes[name] = steps
         elif name == "top_k":
             k = _as_int(key, value)

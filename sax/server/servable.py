@@ -96,17 +96,23 @@ class Servable(abc.ABC):
     async def generate(self, text: str, options: SamplingOptions) -> list[Sample]:
         raise self._unimplemented("lm.generate")
 
-    def generate_stream(self, text: str, options: SamplingOptions) -> AsyncIterator[list[StreamItem]]:
+    def generate_stream(
+        self, text: str, options: SamplingOptions
+    ) -> AsyncIterator[list[StreamItem]]:
         """Yields, per step, the items of the samples that changed."""
         raise self._unimplemented("lm.generate_stream")
 
-    async def score(self, prefix: str, suffixes: list[str], extra: Mapping[str, Any]) -> list[float]:
+    async def score(
+        self, prefix: str, suffixes: list[str], extra: Mapping[str, Any]
+    ) -> list[float]:
         raise self._unimplemented("lm.score")
 
     async def embed(self, text: str, extra: Mapping[str, Any]) -> list[float]:
         raise self._unimplemented("lm.embed")
 
-    async def gradient(self, prefix: str, suffix: str, extra: Mapping[str, Any]) -> GradientResponse:
+    async def gradient(
+        self, prefix: str, suffix: str, extra: Mapping[str, Any]
+    ) -> GradientResponse:
         raise self._unimplemented("lm.gradient")
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
