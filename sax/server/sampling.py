@@ -42,6 +42,10 @@ MAX_DECODE_STEPS = 4096
 MAX_SAMPLES = 16
 
 
+def _type_ok(value: Any, types: tuple[type, ...]) -> bool:
+    return not isinstance(value, bool) and isinstance(value, types)
+
+
 def _as_int(key: str, value: Any) -> int:
     if isinstance(value, float) and not value.is_integer():
         raise invalid(f"extra input {key!r} must be an integer, got {value!r}")
@@ -59,7 +63,7 @@ def sampling_from_extra(
         if key not in _KEYS:
             raise invalid(f"unknown extra input {key!r}; accepted: {', '.join(sorted(_KEYS))}")
         name, types = _KEYS[key]
-        if isinstance(value, bool) or not isinstance(value, types):
+        if not _type_ok(value, types):
             raise invalid(f"extra input {key!r} has the wrong type: {value!r}")
         if name == "temperature":
             if value < 0:
