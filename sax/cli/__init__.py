@@ -1,0 +1,1 @@
+"""Typer apps: ``saxutil`` (users) and ``sax`` (launchers)."""
