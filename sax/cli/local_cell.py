@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from sax.naming import CellId
-from sax.schemas import CellConfig, PublishRequest
+from sax.schemas import CellConfig
 
 DEMO_MODELS = (
     ("smollm", "sax.models.vllm.SmolLM2_135M"),

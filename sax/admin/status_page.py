@@ -1,0 +1,84 @@
+"""The admin's HTML status page (``GET /``): what an operator checks first.
+
+Rendered from the same `ModelList` and `ServerList` the JSON API returns, so the page can
+never disagree with ``saxutil ls``. Models show requested vs ready replicas and, when short,
+why; servers show what they hold and how long ago they last joined.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from sax.schemas import ModelList, ServerList
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin-bottom: 2em; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; }
+.short { color: #b00; }
+"""
+
+
+def _cell(value: object, cls: str = "") -> str:
+    attr = f' class="{cls}"' if cls else ""
+    return f"<td{attr}>{escape(str(value))}</td>"
+
+
+def render(cell: str, admin_id: str, models: ModelList, servers: ServerList) -> str:
+    rows = []
+    for m in models.models:
+        short = m.ready_replicas < m.num_replicas
+        statuses = ", ".join(
+            f"{r.server}: {r.status.value if r.status else 'ASSIGNED'}"
+            + (f" ({r.failure_reason})" if r.failure_reason else "")
+            for r in m.replicas
+        )
+        rows.append(
+            "<tr>"
+            + _cell(m.model_id)
+            + _cell(m.num_replicas)
+            + _cell(m.ready_replicas, "short" if short else "")
+            + _cell(m.model_path)
+            + _cell(m.checkpoint_path)
+            + _cell(statuses or "-")
+            + _cell(m.reason or "-", "short" if m.reason else "")
+            + "</tr>"
+        )
+    server_rows = []
+    for s in servers.servers:
+        held = ", ".join(
+            f"{r.model_id}: {r.status.value}"
+            + (f" ({r.failure_reason})" if r.failure_reason else "")
+            for r in s.models
+        )
+        server_rows.append(
+            "<tr>"
+            + _cell(s.address)
+            + _cell(s.data_address)
+            + _cell(s.chip)
+            + _cell(s.topology)
+            + _cell(", ".join(s.tags) or "-")
+            + _cell(held or "Idle")
+            + _cell(f"{s.seconds_since_last_join:.3f}")
+            + "</tr>"
+        )
+    title = escape(f"{cell} Cell Status")
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{escape(cell)}</title><style>{_STYLE}</style></head>
+<body>
+<h1>{title}</h1>
+<p>admin {escape(admin_id)} &middot; {len(models.models)} models &middot; {len(servers.servers)} servers
+&middot; <a href="/docs">API</a> &middot; <a href="/metrics">metrics</a></p>
+<h2>Models</h2>
+<table>
+<tr><th>Name</th><th>Requested</th><th>Ready</th><th>Path</th><th>Checkpoint</th><th>Replicas</th><th>Why short</th></tr>
+{"".join(rows)}
+</table>
+<h2>Servers</h2>
+<table>
+<tr><th>Address</th><th>Data address</th><th>Chip</th><th>Topology</th><th>Tags</th><th>Models</th><th>Since last join (s)</th></tr>
+{"".join(server_rows)}
+</table>
+</body></html>
+"""

@@ -1,0 +1,261 @@
+"""The admin's HTTP API (DESIGN section 4): routes only, over a `sax.admin.cell.Cell`.
+
+Every failure is ``{"error": {"code", "message"}}`` with the status from `sax.errors`:
+`SaxError` as raised, request validation as 400 INVALID_ARGUMENT naming the field, malformed
+JSON as 400, bodies over `MAX_BODY_BYTES` as 413 (checked on Content-Length and on the
+streamed size), unknown routes as 404 NOT_FOUND.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException
+
+from sax.admin import status_page
+from sax.admin.cell import Cell
+from sax.errors import HTTP_STATUS, Code, SaxError
+from sax.schemas import (
+    MAX_BODY_BYTES,
+    CellStats,
+    ErrorBody,
+    JoinRequest,
+    JoinResponse,
+    ModelInfo,
+    ModelList,
+    PublishRequest,
+    ServerList,
+    UpdateRequest,
+    WaitRequest,
+    WaitResponse,
+    WatchResult,
+)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_CODE_BY_STATUS = {status: code for code, status in HTTP_STATUS.items()}
+
+
+def create_app(cell: Cell) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await cell.start()
+        try:
+            yield
+        finally:
+            await cell.stop()
+
+    app = FastAPI(
+        title="sax admin",
+        version="1",
+        description=f"Control plane of the sax cell {cell.cell}: publish models, watch where "
+        "their replicas are, and the model servers' join protocol.",
+        lifespan=lifespan,
+    )
+    _install_errors(app)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)  # type: ignore[arg-type]
+
+    @app.post("/v1/models", status_code=201, tags=["models"])
+    async def publish(request: PublishRequest) -> ModelInfo:
+        """Publish a model; it is durable when this returns. Replicas are placed right after."""
+        return await cell.publish(request)
+
+    @app.get("/v1/models", tags=["models"])
+    async def list_models() -> ModelList:
+        return await cell.list()
+
+    @app.get("/v1/models/{name}", tags=["models"])
+    async def get_model(name: str) -> ModelInfo:
+        """One model with its replicas, their statuses, and why it is short of replicas."""
+        return await cell.get(name)
+
+    @app.patch("/v1/models/{name}", tags=["models"])
+    async def update_model(name: str, request: UpdateRequest) -> ModelInfo:
+        """Change replicas, checkpoint, overrides or ACLs; model_path is immutable."""
+        return await cell.update(name, request)
+
+    @app.delete("/v1/models/{name}", tags=["models"])
+    async def unpublish(name: str) -> dict[str, str]:
+        await cell.unpublish(name)
+        return {}
+
+    @app.get("/v1/models/{name}/locations", tags=["models"])
+    async def watch_locations(
+        name: str,
+        admin_id: str = "",
+        seqno: Annotated[int, Query(ge=0)] = 0,
+        timeout_s: Annotated[float | None, Query(gt=0)] = None,
+    ) -> WatchResult:
+        """WatchLoc: ready replica addresses after `seqno`; waits (bounded) for a change."""
+        return await cell.watch(name, admin_id, seqno, timeout_s)
+
+    @app.post("/v1/models/{name}:wait", tags=["models"])
+    async def wait_for_ready(
+        name: str,
+        request: Annotated[WaitRequest, Body()] = WaitRequest(num_replicas=1, timeout_s=30.0),
+    ) -> WaitResponse:
+        """Returns once `num_replicas` replicas are ready; 504 if not within `timeout_s`."""
+        return await cell.wait(name, request.num_replicas, request.timeout_s)
+
+    @app.get("/v1/stats", tags=["cell"])
+    async def stats(model: str = "") -> CellStats:
+        return await cell.stats(model or None)
+
+    @app.get("/v1/servers", tags=["cell"])
+    async def servers() -> ServerList:
+        return await cell.servers()
+
+    @app.post("/v1/servers:join", tags=["servers"])
+    async def join(request: JoinRequest, http: Request) -> JoinResponse:
+        """Model server long-poll join: answered at once when the server needs news, else
+        held until its assignment changes or the poll timeout passes."""
+        return await cell.join(request, lambda: _until_disconnected(http))
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def status() -> str:
+        return status_page.render(
+            str(cell.cell), cell.admin_id, await cell.list(), await cell.servers()
+        )
+
+    @app.get("/healthz", tags=["cell"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "cell": str(cell.cell), "admin_id": cell.admin_id}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(cell.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+async def _until_disconnected(request: Request) -> None:
+    """Returns when the client closes its connection (the body is already read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def error_response(code: Code, message: str, status: int | None = None) -> JSONResponse:
+    return JSONResponse(SaxError(code, message).to_body(), status_code=status or HTTP_STATUS[code])
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
+    return ".".join(parts) or "body"
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    msgs = []
+    for err in exc.errors():
+        kind, loc = err.get("type", ""), tuple(err.get("loc", ()))
+        if kind == "json_invalid":
+            detail = (err.get("ctx") or {}).get("error", "JSON decode error")
+            msgs.append(f"malformed JSON body: {detail} at position {loc[-1] if loc else '?'}")
+        elif kind == "extra_forbidden":
+            msgs.append(f"unknown field {_field(loc)!r}")
+        elif kind == "missing":
+            msgs.append(f"missing field {_field(loc)!r}")
+        else:
+            msgs.append(f"{_field(loc)}: {err.get('msg', 'invalid')}")
+    return "; ".join(msgs) or "invalid request"
+
+
+def _install_errors(app: FastAPI) -> None:
+    async def sax_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, SaxError)
+        return error_response(exc.code, exc.message)
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(Code.INVALID_ARGUMENT, _validation_message(exc))
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        code = _CODE_BY_STATUS.get(exc.status_code)
+        if code is None:
+            code = Code.INVALID_ARGUMENT if exc.status_code < 500 else Code.INTERNAL
+        message = str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = "no such route"
+        return error_response(code, message, exc.status_code)
+
+    async def internal_error(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(Code.INTERNAL, f"{type(exc).__name__}: {exc}")
+
+    app.add_exception_handler(SaxError, sax_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, internal_error)
+
+
+class _TooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than {limit} bytes")
+
+
+class BodyLimit:
+    """Rejects request bodies over `max_bytes` with 413, by Content-Length or as they stream."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                exc = _TooLarge(self.max_bytes)
+                response = error_response(Code.INVALID_ARGUMENT, str(exc.detail), 413)
+                await response(scope, receive, send)
+                return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge(self.max_bytes)
+            return message
+
+        await self.app(scope, limited, send)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's spec, with our error body in place of its 422 (we answer 400)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    spec = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    schemas["ErrorBody"] = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    for sub, sub_schema in schemas["ErrorBody"].pop("$defs", {}).items():
+        schemas.setdefault(sub, sub_schema)
+    error = {
+        "description": "Error: {error: {code, message}}",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+    for path in spec.get("paths", {}).values():
+        for op in path.values():
+            responses = op.setdefault("responses", {})
+            responses.pop("422", None)
+            responses["default"] = error
+    app.openapi_schema = spec
+    return spec

@@ -1,0 +1,205 @@
+"""The Llama-family decoder as pure functions over a parameter pytree.
+
+RMSNorm, rotary position embeddings (HF "rotate half" layout, so HF q/k weights load as-is),
+grouped-query attention and a SwiGLU MLP; layers run under `jax.lax.scan` over the stacked
+per-layer weights. Three entry points share one layer body:
+
+- `forward`: whole sequences from input embeddings (score, embed, gradient, reference checks);
+- `prefill`: a batch of prompts, returning the last position's hidden state and every layer's
+  keys/values for the engine to insert into its KV cache;
+- `decode`: one token per cache slot, attending over the first `window` cached positions.
+
+Attention takes key/value blocks and combines them in one softmax, so decode attends over the
+cache and the current token without first copying the token into the cache.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from sax.backends.jax.config import ModelConfig
+
+Array = jax.Array
+Params = dict[str, Any]
+_NEG = -1e30
+
+
+def rms_norm(x: Array, weight: Array, eps: float) -> Array:
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return (weight * normed).astype(x.dtype)
+
+
+@functools.cache
+def _inv_freq(cfg: ModelConfig) -> tuple[float, ...]:
+    return tuple(cfg.rope_frequencies())
+
+
+def rope(x: Array, positions: Array, cfg: ModelConfig) -> Array:
+    """Rotates ``x [B, T, heads, head_dim]`` by ``positions [B, T]``."""
+    inv = jnp.asarray(_inv_freq(cfg), jnp.float32)
+    freqs = positions[..., None].astype(jnp.float32) * inv
+    cos = jnp.cos(freqs)[:, :, None, :]
+    sin = jnp.sin(freqs)[:, :, None, :]
+    x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x.dtype)
+
+
+def attend(q: Array, blocks: list[tuple[Array, Array, Array]], cfg: ModelConfig) -> Array:
+    """Grouped-query attention of ``q [B, T, H, hd]`` over key/value blocks in one softmax.
+
+    Each block is ``(k [B, S, KV, hd], v [B, S, KV, hd], mask [B, T, S])``; the result is
+    ``[B, T, H * hd]``. Every query row must see at least one key across the blocks.
+    """
+    b, t, h, hd = q.shape
+    kv = cfg.num_kv_heads
+    qg = q.reshape(b, t, kv, h // kv, hd).astype(jnp.float32) * (hd**-0.5)
+    scores = []
+    for k, _, mask in blocks:
+        s = jnp.einsum("btkgd,bskd->bkgts", qg, k.astype(jnp.float32))
+        scores.append(jnp.where(mask[:, None, None], s, _NEG))
+    peak = functools.reduce(jnp.maximum, [s.max(axis=-1, keepdims=True) for s in scores])
+    total = jnp.zeros_like(peak)
+    out = jnp.zeros((b, kv, h // kv, t, hd), jnp.float32)
+    for s, (_, v, mask) in zip(scores, blocks, strict=True):
+        p = jnp.where(mask[:, None, None], jnp.exp(s - peak), 0.0)
+        total = total + p.sum(axis=-1, keepdims=True)
+        out = out + jnp.einsum("bkgts,bskd->bkgtd", p, v.astype(jnp.float32))
+    out = out / total
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h * hd).astype(q.dtype)
+
+
+def _qkv(lp: Params, x: Array, positions: Array, cfg: ModelConfig) -> tuple[Array, Array, Array]:
+    b, t, _ = x.shape
+    hd = cfg.head_dim
+    h = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
+    q = (h @ lp["wq"]).reshape(b, t, cfg.num_heads, hd)
+    k = (h @ lp["wk"]).reshape(b, t, cfg.num_kv_heads, hd)
+    v = (h @ lp["wv"]).reshape(b, t, cfg.num_kv_heads, hd)
+    return rope(q, positions, cfg), rope(k, positions, cfg), v
+
+
+def _finish_layer(lp: Params, x: Array, attn: Array, cfg: ModelConfig) -> Array:
+    x = x + attn @ lp["wo"]
+    h = rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
+    return x + (jax.nn.silu(h @ lp["w_gate"]) * (h @ lp["w_up"])) @ lp["w_down"]
+
+
+def _causal_mask(lengths: Array, t: int) -> Array:
+    """``[B, T, T]``: query i sees key j when j <= i and j is a real (unpadded) token."""
+    idx = jnp.arange(t)
+    causal = idx[None, :, None] >= idx[None, None, :]
+    return causal & (idx[None, None, :] < lengths[:, None, None])
+
+
+def lm_head(params: Params, hidden: Array) -> Array:
+    head = params["lm_head"] if "lm_head" in params else params["embed"].T
+    return (hidden @ head).astype(jnp.float32)
+
+
+def _run_layers(
+    params: Params, x: Array, positions: Array, mask: Array, cfg: ModelConfig
+) -> tuple[Array, tuple[Array, Array]]:
+    def body(h: Array, lp: Params) -> tuple[Array, tuple[Array, Array]]:
+        q, k, v = _qkv(lp, h, positions, cfg)
+        attn = attend(q, [(k, v, mask)], cfg)
+        return _finish_layer(lp, h, attn, cfg), (k, v)
+
+    return jax.lax.scan(body, x, params["layers"])
+
+
+def forward(params: Params, embeds: Array, lengths: Array, cfg: ModelConfig) -> Array:
+    """Final-normed hidden states ``[B, T, D]`` of right-padded input embeddings."""
+    b, t, _ = embeds.shape
+    positions = jnp.broadcast_to(jnp.arange(t), (b, t))
+    x, _ = _run_layers(params, embeds, positions, _causal_mask(lengths, t), cfg)
+    return rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
+
+
+def embed_tokens(params: Params, tokens: Array) -> Array:
+    return params["embed"][tokens]
+
+
+def logits(params: Params, tokens: Array, cfg: ModelConfig) -> Array:
+    """``[B, T, V]`` float32 logits of unpadded token ids (reference checks)."""
+    b, t = tokens.shape
+    hidden = forward(params, embed_tokens(params, tokens), jnp.full((b,), t), cfg)
+    return lm_head(params, hidden)
+
+
+def prefill(
+    params: Params, tokens: Array, lengths: Array, cfg: ModelConfig
+) -> tuple[Array, Array, Array]:
+    """Runs right-padded prompts ``[B, T]``.
+
+    Returns the last real position's logits ``[B, V]`` and keys/values ``[L, B, T, KV, hd]``.
+    """
+    b, t = tokens.shape
+    positions = jnp.broadcast_to(jnp.arange(t), (b, t))
+    x, (ks, vs) = _run_layers(
+        params, embed_tokens(params, tokens), positions, _causal_mask(lengths, t), cfg
+    )
+    last = x[jnp.arange(b), lengths - 1]
+    last = rms_norm(last, params["final_norm"], cfg.rms_norm_eps)
+    return lm_head(params, last), ks, vs
+
+
+def decode(
+    params: Params,
+    cache_k: Array,
+    cache_v: Array,
+    tokens: Array,
+    positions: Array,
+    cfg: ModelConfig,
+    window: int,
+) -> tuple[Array, Array, Array]:
+    """One step for the first ``B = tokens.shape[0]`` cache slots.
+
+    ``cache_k/v [L, slots, max_len, KV, hd]``; slot b attends to its cached positions below
+    ``positions[b]`` (all within the first `window`) and to itself. Returns logits ``[B, V]`` and
+    the new keys/values ``[L, B, KV, hd]`` for the caller to write at ``positions``.
+    """
+    b = tokens.shape[0]
+    pos2 = positions[:, None]
+    x = embed_tokens(params, tokens)[:, None, :]
+    past_mask = (jnp.arange(window)[None, :] < pos2)[:, None, :]
+    self_mask = jnp.ones((b, 1, 1), bool)
+
+    def body(h: Array, xs: tuple[Params, Array, Array]) -> tuple[Array, tuple[Array, Array]]:
+        lp, ck, cv = xs
+        q, k, v = _qkv(lp, h, pos2, cfg)
+        past_k, past_v = ck[:b, :window], cv[:b, :window]
+        attn = attend(q, [(past_k, past_v, past_mask), (k, v, self_mask)], cfg)
+        return _finish_layer(lp, h, attn, cfg), (k[:, 0], v[:, 0])
+
+    x, (ks, vs) = jax.lax.scan(body, x, (params["layers"], cache_k, cache_v))
+    hidden = rms_norm(x[:, 0], params["final_norm"], cfg.rms_norm_eps)
+    return lm_head(params, hidden), ks, vs
+
+
+def suffix_logprob(
+    params: Params, embeds: Array, tokens: Array, starts: Array, ends: Array, cfg: ModelConfig
+) -> Array:
+    """``[B]``: summed log P(tokens[b, starts[b]:ends[b]] | the tokens before them).
+
+    Takes input embeddings (not ids) so that `jax.grad` can differentiate with respect to them.
+    """
+    hidden = forward(params, embeds, ends, cfg)
+    logp = jax.nn.log_softmax(lm_head(params, hidden[:, :-1]), axis=-1)
+    picked = jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+    target = jnp.arange(1, tokens.shape[1])[None, :]
+    mask = (target >= starts[:, None]) & (target < ends[:, None])
+    return jnp.sum(jnp.where(mask, picked, 0.0), axis=-1)
+
+
+def mean_embedding(params: Params, tokens: Array, lengths: Array, cfg: ModelConfig) -> Array:
+    """``[B, D]``: final hidden states averaged over the real tokens, then L2-normalized."""
+    hidden = forward(params, embed_tokens(params, tokens), lengths, cfg).astype(jnp.float32)
+    mask = (jnp.arange(tokens.shape[1])[None, :] < lengths[:, None])[..., None]
+    mean = jnp.sum(hidden * mask, axis=1) / lengths[:, None]
+    return mean / jnp.maximum(jnp.linalg.norm(mean, axis=-1, keepdims=True), 1e-12)

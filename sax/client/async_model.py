@@ -1,0 +1,296 @@
+"""`AsyncModel`: `Model` for asyncio, with the same methods as coroutines.
+
+    m = sax.client.AsyncModel("/sax/test/echo")    # or sax.Model(...).aio
+    await m.lm.generate("hi")
+    async with m.lm.generate_stream("hi") as stream:
+        async for chunk in stream: ...
+
+The WatchLoc loop is an asyncio task of the event loop that first uses the model (an httpx
+AsyncClient and its tasks cannot cross loops), shared by every AsyncModel of that id on the loop.
+Retry, failover and deadline rules are those of `sax.client.model`.
+"""
+
+# The `timeout` parameters mirror the sync API: a deadline shared by all retries of one call,
+# which also travels to the server (timeout_s); asyncio.timeout() around a call cannot do that.
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+
+import httpx
+
+from sax.client import http, wire
+from sax.client.admin import AsyncAdminClient, resolve_sax_root
+from sax.client.locations import AsyncWatcher
+from sax.client.model import after_failure, next_address
+from sax.client.picker import PICKER
+from sax.client.retry import Backoff, Deadline
+from sax.client.sse import SSEParser
+from sax.errors import Code, SaxError
+from sax.naming import ModelId
+from sax.schemas import (
+    EmbedResponse,
+    GenerateResponse,
+    GradientResponse,
+    Sample,
+    ScoreResponse,
+    StreamChunk,
+    StreamDone,
+)
+
+_watchers: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, ModelId], AsyncWatcher]
+] = weakref.WeakKeyDictionary()
+
+
+def _watcher_for(sax_root: str, model: ModelId) -> AsyncWatcher:
+    by_key = _watchers.setdefault(asyncio.get_running_loop(), {})
+    watcher = by_key.get((sax_root, model))
+    if watcher is None or watcher.done:
+        watcher = AsyncWatcher(AsyncAdminClient(sax_root, model.cell_id), model)
+        by_key[(sax_root, model)] = watcher
+    return watcher
+
+
+def close() -> None:
+    """Cancels the WatchLoc tasks of the running loop."""
+    for watcher in _watchers.pop(asyncio.get_running_loop(), {}).values():
+        watcher.stop()
+
+
+class AsyncModel:
+    """A published model for asyncio callers; cheap to create, no network until the first call."""
+
+    def __init__(
+        self, model_id: str, *, sax_root: str | None = None, timeout: float | None = None
+    ) -> None:
+        self.model_id = ModelId.parse(model_id)
+        self.sax_root = resolve_sax_root(sax_root)
+        self.timeout = timeout
+        self.lm = AsyncLM(self)
+
+    def __repr__(self) -> str:
+        return f"AsyncModel({str(self.model_id)!r})"
+
+    def deadline(self, timeout: float | None) -> Deadline:
+        return Deadline.after(self.timeout if timeout is None else timeout)
+
+    async def replicas(self, timeout: float | None = None) -> tuple[str, ...]:
+        return (await self._watcher(self.deadline(timeout))).replicas.addresses
+
+    async def _watcher(self, deadline: Deadline) -> AsyncWatcher:
+        watcher = _watcher_for(self.sax_root, self.model_id)
+        if not await watcher.wait_first(deadline):
+            raise deadline.exceeded(f"finding replicas of {self.model_id}", None)
+        return watcher
+
+    async def call(self, method: str, body: bytes, deadline: Deadline) -> bytes:
+        """POSTs `body` to ``method`` on a replica, failing over until `deadline`; the raw reply."""
+        watcher = await self._watcher(deadline)
+        path = wire.data_path(self.model_id.name, method)
+        client = http.async_client()
+        backoff = Backoff(deadline)
+        avoid: set[str] = set()
+        last: SaxError | None = None
+        while True:
+            replicas = watcher.replicas
+            address = next_address(replicas.addresses, replicas.error, avoid)
+            if address is None:
+                last = SaxError(Code.UNAVAILABLE, f"no ready replica of {self.model_id}")
+            else:
+                error: SaxError
+                try:
+                    response = await client.post(
+                        f"http://{address}{path}",
+                        content=body,
+                        headers=wire.JSON_HEADERS,
+                        timeout=http.timeout(deadline.remaining()),
+                    )
+                    if response.is_success:
+                        return response.content
+                    error = http.error_from_response(response.status_code, response.content)
+                except httpx.HTTPError as exc:
+                    error = http.error_from_transport(exc, address)
+                    if error.code == Code.DEADLINE_EXCEEDED:
+                        raise deadline.exceeded(
+                            f"{method} on {self.model_id}", last or error
+                        ) from exc
+                finally:
+                    PICKER.release(address)
+                after_failure(error, address, avoid)
+                last = error
+            delay = backoff.next_delay()
+            if delay is None:
+                raise deadline.exceeded(f"{method} on {self.model_id}", last)
+            await asyncio.sleep(delay)
+
+    async def stream(
+        self, method: str, body: bytes, deadline: Deadline
+    ) -> AsyncIterator[StreamChunk | StreamDone]:
+        """Streams ``method``'s events from a replica, failing over until the first event."""
+        watcher = await self._watcher(deadline)
+        path = wire.data_path(self.model_id.name, method)
+        client = http.async_client()
+        backoff = Backoff(deadline)
+        avoid: set[str] = set()
+        last: SaxError | None = None
+        while True:
+            replicas = watcher.replicas
+            address = next_address(replicas.addresses, replicas.error, avoid)
+            if address is None:
+                last = SaxError(Code.UNAVAILABLE, f"no ready replica of {self.model_id}")
+            else:
+                delivered = False
+                error: SaxError
+                try:
+                    async with client.stream(
+                        "POST",
+                        f"http://{address}{path}",
+                        content=body,
+                        headers=wire.JSON_HEADERS,
+                        timeout=http.timeout(deadline.remaining()),
+                    ) as response:
+                        if not response.is_success:
+                            await response.aread()
+                            raise http.error_from_response(response.status_code, response.content)
+                        parser = SSEParser()
+                        async for line in response.aiter_lines():
+                            event = parser.feed(line)
+                            if event is None:
+                                continue
+                            item = wire.decode_event(event.event, event.data)
+                            if item is None:
+                                continue
+                            delivered = True
+                            yield item
+                            if isinstance(item, StreamDone):
+                                return
+                    raise SaxError(Code.UNAVAILABLE, f"{address}: stream ended before its result")
+                except httpx.HTTPError as exc:
+                    error = http.error_from_transport(exc, address)
+                    if delivered:
+                        raise error from exc
+                    if error.code == Code.DEADLINE_EXCEEDED:
+                        raise deadline.exceeded(
+                            f"{method} on {self.model_id}", last or error
+                        ) from exc
+                except SaxError as exc:
+                    if delivered:
+                        raise
+                    error = exc
+                finally:
+                    PICKER.release(address)
+                after_failure(error, address, avoid)
+                last = error
+            delay = backoff.next_delay()
+            if delay is None:
+                raise deadline.exceeded(f"{method} on {self.model_id}", last)
+            await asyncio.sleep(delay)
+
+
+class AsyncGenerateStream(AsyncIterator[StreamChunk]):
+    """`GenerateStream` for asyncio; use ``async with`` so an abandoned stream is closed at once."""
+
+    def __init__(self, events: AsyncIterator[StreamChunk | StreamDone]) -> None:
+        self._events = events
+        self._state = wire.StreamState()
+
+    @property
+    def texts(self) -> list[str]:
+        return self._state.texts
+
+    @property
+    def samples(self) -> list[Sample] | None:
+        return self._state.samples
+
+    def __aiter__(self) -> AsyncGenerateStream:
+        return self
+
+    async def __anext__(self) -> StreamChunk:
+        item = await anext(self._events)
+        if isinstance(item, StreamDone):
+            self._state.finish(item)
+            raise StopAsyncIteration
+        self._state.apply(item)
+        return item
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._events, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    async def __aenter__(self) -> AsyncGenerateStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class AsyncLM:
+    """`sax.client.model.LM` as coroutines."""
+
+    def __init__(self, model: AsyncModel) -> None:
+        self._model = model
+
+    async def generate(
+        self, text: str, extra_inputs: wire.ExtraInputs | None = None, timeout: float | None = None
+    ) -> list[tuple[str, float]]:
+        samples = await self.generate_samples(text, extra_inputs, timeout)
+        return [(s.text, s.score) for s in samples]
+
+    async def generate_samples(
+        self, text: str, extra_inputs: wire.ExtraInputs | None = None, timeout: float | None = None
+    ) -> list[Sample]:
+        deadline = self._model.deadline(timeout)
+        body = wire.generate_body(text, extra_inputs, deadline.remaining())
+        raw = await self._model.call("lm.generate", body, deadline)
+        return GenerateResponse.model_validate_json(raw).samples
+
+    def generate_stream(
+        self, text: str, extra_inputs: wire.ExtraInputs | None = None, timeout: float | None = None
+    ) -> AsyncGenerateStream:
+        deadline = self._model.deadline(timeout)
+        body = wire.generate_body(text, extra_inputs, deadline.remaining())
+        return AsyncGenerateStream(self._model.stream("lm.generate_stream", body, deadline))
+
+    async def score(
+        self,
+        prefix: str,
+        suffixes: str | Sequence[str],
+        extra_inputs: wire.ExtraInputs | None = None,
+        timeout: float | None = None,
+    ) -> list[float]:
+        deadline = self._model.deadline(timeout)
+        body = wire.score_body(prefix, suffixes, extra_inputs, deadline.remaining())
+        raw = await self._model.call("lm.score", body, deadline)
+        return ScoreResponse.model_validate_json(raw).scores
+
+    async def embed(
+        self, text: str, extra_inputs: wire.ExtraInputs | None = None, timeout: float | None = None
+    ) -> list[float]:
+        deadline = self._model.deadline(timeout)
+        body = wire.embed_body(text, extra_inputs, deadline.remaining())
+        raw = await self._model.call("lm.embed", body, deadline)
+        return EmbedResponse.model_validate_json(raw).embedding
+
+    async def gradient(
+        self,
+        prefix: str,
+        suffix: str,
+        extra_inputs: wire.ExtraInputs | None = None,
+        timeout: float | None = None,
+    ) -> GradientResponse:
+        deadline = self._model.deadline(timeout)
+        body = wire.gradient_body(prefix, suffix, extra_inputs, deadline.remaining())
+        return GradientResponse.model_validate_json(
+            await self._model.call("lm.gradient", body, deadline)
+        )

@@ -1,0 +1,73 @@
+"""The process's shared HTTP clients and the mapping from HTTP outcomes to `SaxError`.
+
+One keep-alive `httpx.Client` serves every sync call in the process (it is thread-safe), and one
+`httpx.AsyncClient` per event loop serves async calls, so repeated calls to a replica reuse a
+connection instead of paying a TCP handshake. ``trust_env=False``: cell traffic is direct, and an
+``HTTP_PROXY`` meant for the internet must not capture loopback or in-cluster addresses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import weakref
+from typing import Any
+
+import httpx
+
+from sax.errors import Code, SaxError
+
+CONNECT_TIMEOUT_S = 2.0  # Saxml's model-server dial timeout
+_LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=60.0)
+
+_sync_client: httpx.Client | None = None
+_sync_lock = threading.Lock()
+_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def sync_client() -> httpx.Client:
+    global _sync_client
+    client = _sync_client
+    if client is None:
+        with _sync_lock:
+            if _sync_client is None:
+                _sync_client = httpx.Client(limits=_LIMITS, trust_env=False, http1=True)
+            client = _sync_client
+    return client
+
+
+def async_client() -> httpx.AsyncClient:
+    """The AsyncClient of the running loop (an AsyncClient cannot cross event loops)."""
+    loop = asyncio.get_running_loop()
+    client = _async_clients.get(loop)
+    if client is None:
+        client = httpx.AsyncClient(limits=_LIMITS, trust_env=False, http1=True)
+        _async_clients[loop] = client
+    return client
+
+
+def timeout(seconds: float | None) -> httpx.Timeout:
+    """Whole-request timeout `seconds` (None = unbounded) with a short connect timeout."""
+    if seconds is not None:
+        seconds = max(seconds, 0.001)  # 0 would make the socket non-blocking, not "expired"
+    connect = CONNECT_TIMEOUT_S if seconds is None else min(CONNECT_TIMEOUT_S, seconds)
+    return httpx.Timeout(seconds, connect=connect)
+
+
+def error_from_response(status: int, content: bytes) -> SaxError:
+    try:
+        body: Any = json.loads(content)
+    except ValueError:
+        body = content.decode(errors="replace")
+    return SaxError.from_response(status, body)
+
+
+def error_from_transport(exc: httpx.HTTPError, address: str) -> SaxError:
+    """A failure to get an answer: a read timeout is the caller's deadline, anything else means
+    the peer is unreachable or died mid-request (UNAVAILABLE, so another replica is tried)."""
+    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+        return SaxError(Code.DEADLINE_EXCEEDED, f"{address}: {type(exc).__name__}: {exc}")
+    return SaxError(Code.UNAVAILABLE, f"{address}: {type(exc).__name__}: {exc or 'no answer'}")

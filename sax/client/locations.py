@@ -1,0 +1,211 @@
+"""WatchLoc: keep one model's set of ready replica addresses current, in the background.
+
+The loop long-polls ``GET /v1/models/{name}/locations?admin_id=&seqno=``. A reply with
+``has_fullset`` replaces the set (always the case after an admin change or from seqno 0, so a new
+leader never leaves stale entries behind, unlike Saxml); its changelog is then applied in order.
+Transient errors keep the last known set (an admin outage must not stop the data path) and restart
+from seqno 0; NOT_FOUND (the model is not published) and other permanent errors end the watch and
+are reported to callers, who then fail fast instead of retrying until their deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sax.client.admin import AdminClient, AsyncAdminClient
+from sax.client.retry import Backoff, Deadline
+from sax.errors import Code, SaxError
+from sax.naming import ModelId
+from sax.schemas import WatchResult
+
+log = logging.getLogger(__name__)
+
+POLL_DEADLINE_S = 45.0  # the admin holds a poll for at most 30 s
+PERMANENT = frozenset(
+    {Code.NOT_FOUND, Code.INVALID_ARGUMENT, Code.PERMISSION_DENIED, Code.FAILED_PRECONDITION}
+)
+
+
+class ReplicaSet:
+    """The ready addresses of one model. Readers take `addresses` without a lock: it is an
+    immutable tuple that `apply` replaces whole."""
+
+    def __init__(self) -> None:
+        self.addresses: tuple[str, ...] = ()
+        self.error: SaxError | None = None
+        self.updates = 0  # results applied; 0 = nothing known yet
+
+    def apply(self, result: WatchResult) -> None:
+        current = set(result.values) if result.has_fullset else set(self.addresses)
+        for mutation in result.changelog:
+            if mutation.op == "add":
+                current.add(mutation.address)
+            else:
+                current.discard(mutation.address)
+        self.addresses = tuple(sorted(current))
+        self.updates += 1
+
+    def fail(self, error: SaxError) -> None:
+        self.error = error
+
+
+def locations_path(model: ModelId) -> str:
+    return f"/v1/models/{model.name}/locations"
+
+
+@dataclass
+class WatchState:
+    """Where the loop is in the admin's changelog; `reset` after any error forces a full set."""
+
+    admin_id: str = ""
+    seqno: int = 0
+
+    def params(self) -> dict[str, str | int]:
+        return {"admin_id": self.admin_id, "seqno": self.seqno}
+
+    def advance(self, result: WatchResult) -> None:
+        self.admin_id = result.admin_id
+        self.seqno = result.next_seqno
+
+    def reset(self) -> None:
+        self.admin_id, self.seqno = "", 0
+
+
+def watch_forever(
+    admin: AdminClient,
+    model: ModelId,
+    on_result: Callable[[WatchResult], None],
+    stop: threading.Event,
+) -> SaxError:
+    """Runs the WatchLoc loop on this thread until `stop` or a permanent error, which it returns."""
+    state = WatchState()
+    backoff = Backoff(Deadline(None))
+    while not stop.is_set():
+        try:
+            raw = admin.request(
+                "GET",
+                locations_path(model),
+                params=state.params(),
+                deadline=Deadline.after(POLL_DEADLINE_S),
+            )
+            result = WatchResult.model_validate(raw)
+            state.advance(result)
+            on_result(result)
+            backoff = Backoff(Deadline(None))
+        except SaxError as exc:
+            if exc.code in PERMANENT:
+                return exc
+            log.info("WatchLoc(%s): %s; retrying", model, exc)
+            state.reset()
+            stop.wait(backoff.next_delay() or 0.0)
+    return SaxError(Code.CANCELLED, f"watch of {model} stopped")
+
+
+async def watch_forever_async(
+    admin: AsyncAdminClient, model: ModelId, on_result: Callable[[WatchResult], None]
+) -> SaxError:
+    """`watch_forever` for asyncio: runs until cancelled or a permanent error, which it returns."""
+    state = WatchState()
+    backoff = Backoff(Deadline(None))
+    while True:
+        try:
+            raw = await admin.request(
+                "GET",
+                locations_path(model),
+                params=state.params(),
+                deadline=Deadline.after(POLL_DEADLINE_S),
+            )
+            result = WatchResult.model_validate(raw)
+            state.advance(result)
+            on_result(result)
+            backoff = Backoff(Deadline(None))
+        except SaxError as exc:
+            if exc.code in PERMANENT:
+                return exc
+            log.info("WatchLoc(%s): %s; retrying", model, exc)
+            state.reset()
+            await asyncio.sleep(backoff.next_delay() or 0.0)
+
+
+class Watcher:
+    """A daemon thread that keeps a `ReplicaSet` current for the sync API.
+
+    `wait_first` blocks a caller until the first answer (or a permanent error), so the first call
+    after opening a model does not fail with an empty set (a Saxml fail-fast quirk).
+    """
+
+    def __init__(self, admin: AdminClient, model: ModelId) -> None:
+        self.model = model
+        self.replicas = ReplicaSet()
+        self.done = False
+        self._admin = admin
+        self._known = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"sax-watch{model}", daemon=True)
+        self._thread.start()
+
+    def _on_result(self, result: WatchResult) -> None:
+        self.replicas.apply(result)
+        self._known.set()
+
+    def _run(self) -> None:
+        error = watch_forever(self._admin, self.model, self._on_result, self._stop)
+        self.replicas.fail(error)
+        self.done = True
+        self._known.set()
+
+    def wait_first(self, deadline: Deadline) -> bool:
+        return self._known.wait(deadline.remaining())
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+class AsyncWatcher:
+    """`Watcher` as an asyncio task of the loop that created it."""
+
+    def __init__(self, admin: AsyncAdminClient, model: ModelId) -> None:
+        self.model = model
+        self.replicas = ReplicaSet()
+        self.done = False
+        self._known = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(admin))
+
+    def _on_result(self, result: WatchResult) -> None:
+        self.replicas.apply(result)
+        self._known.set()
+
+    async def _run(self, admin: AsyncAdminClient) -> None:
+        error = await watch_forever_async(admin, self.model, self._on_result)
+        self.replicas.fail(error)
+        self.done = True
+        self._known.set()
+
+    async def wait_first(self, deadline: Deadline) -> bool:
+        try:
+            await asyncio.wait_for(self._known.wait(), deadline.remaining())
+        except TimeoutError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+def print_changes(write: Callable[[str], None]) -> Callable[[WatchResult], None]:
+    """A listener that prints a WatchLoc stream the way ``saxutil watch`` does:
+    ``Reset`` and ``+ addr`` lines on a full set, then ``+ addr`` / ``- addr`` per change."""
+
+    def listener(result: WatchResult) -> None:
+        if result.has_fullset:
+            write("Reset")
+            for address in sorted(result.values):
+                write(f"+ {address}")
+        for mutation in result.changelog:
+            write(f"{'+' if mutation.op == 'add' else '-'} {mutation.address}")
+
+    return listener

@@ -1,0 +1,153 @@
+"""Request bodies and response decoding for the data API, shared by the sync and async models.
+
+Request bodies are built with the schema classes (one source of truth with the server) and
+serialised once per call, so a retry on another replica resends the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from sax.errors import Code, SaxError
+from sax.schemas import (
+    EmbedRequest,
+    GenerateRequest,
+    GradientRequest,
+    Sample,
+    ScoreRequest,
+    StreamChunk,
+    StreamDone,
+)
+
+ExtraInputs = Mapping[str, Any]
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+def data_path(model_name: str, method: str) -> str:
+    return f"/v1/models/{model_name}/{method}"
+
+
+def _timeout_s(remaining: float | None) -> float | None:
+    return remaining if remaining else None
+
+
+def encode(request: BaseModel) -> bytes:
+    return request.model_dump_json(exclude_none=True).encode()
+
+
+def generate_body(text: str, extra: ExtraInputs | None, remaining: float | None) -> bytes:
+    return encode(
+        GenerateRequest(text=text, extra_inputs=dict(extra or {}), timeout_s=_timeout_s(remaining))
+    )
+
+
+def score_body(
+    prefix: str, suffixes: str | Sequence[str], extra: ExtraInputs | None, remaining: float | None
+) -> bytes:
+    items = [suffixes] if isinstance(suffixes, str) else list(suffixes)
+    return encode(
+        ScoreRequest(
+            prefix=prefix,
+            suffixes=items,
+            extra_inputs=dict(extra or {}),
+            timeout_s=_timeout_s(remaining),
+        )
+    )
+
+
+def embed_body(text: str, extra: ExtraInputs | None, remaining: float | None) -> bytes:
+    return encode(
+        EmbedRequest(text=text, extra_inputs=dict(extra or {}), timeout_s=_timeout_s(remaining))
+    )
+
+
+def gradient_body(
+    prefix: str, suffix: str, extra: ExtraInputs | None, remaining: float | None
+) -> bytes:
+    return encode(
+        GradientRequest(
+            prefix=prefix,
+            suffix=suffix,
+            extra_inputs=dict(extra or {}),
+            timeout_s=_timeout_s(remaining),
+        )
+    )
+
+
+def vm_body(fields: Mapping[str, Any], extra: ExtraInputs | None, remaining: float | None) -> bytes:
+    """Vision requests: bytes fields travel base64-encoded in JSON."""
+    body: dict[str, Any] = {
+        k: base64.b64encode(v).decode() if isinstance(v, bytes) else v for k, v in fields.items()
+    }
+    body["extra_inputs"] = dict(extra or {})
+    if remaining:
+        body["timeout_s"] = remaining
+    return json.dumps(body).encode()
+
+
+def stream_error(data: str) -> SaxError:
+    """The error an ``event: error`` carries (same body as an HTTP error response)."""
+    try:
+        return SaxError.from_response(500, json.loads(data))
+    except ValueError:
+        return SaxError(Code.INTERNAL, f"malformed stream error event: {data[:200]}")
+
+
+@dataclass
+class StreamState:
+    """Folds stream chunks into per-sample texts: ``text[i] = text[i][:prefix_len] + delta``."""
+
+    texts: list[str] = field(default_factory=list)
+    samples: list[Sample] | None = None
+
+    def apply(self, chunk: StreamChunk) -> None:
+        for item in chunk.items:
+            while len(self.texts) <= item.index:
+                self.texts.append("")
+            current = self.texts[item.index]
+            if item.prefix_len > len(current):
+                raise SaxError(
+                    Code.INTERNAL,
+                    f"prefix_len {item.prefix_len} exceeds the current result {current!r}",
+                )
+            self.texts[item.index] = current[: item.prefix_len] + item.text
+
+    def finish(self, done: StreamDone) -> None:
+        self.samples = done.samples
+
+
+def decode_event(event: str, data: str) -> StreamChunk | StreamDone | None:
+    """A chunk, the final result, or None for an event this client does not know (ignored, so a
+    newer server may add events); an error event raises its `SaxError`."""
+    if event == "chunk":
+        return StreamChunk.model_validate_json(data)
+    if event == "done":
+        return StreamDone.model_validate_json(data)
+    if event == "error":
+        raise stream_error(data)
+    return None
+
+
+def json_loads(raw: bytes) -> Any:
+    return json.loads(raw)
+
+
+# Vision replies (no schema yet: the model server answers UNIMPLEMENTED for vm.* so far). The
+# shapes mirror Saxml's: classify -> texts [{text, score}], embed -> embedding, generate ->
+# images [{image (base64), score}].
+def vm_classify(body: Any) -> list[tuple[str, float]]:
+    return [(str(t["text"]), float(t["score"])) for t in body.get("texts", [])]
+
+
+def vm_embed(body: Any) -> list[float]:
+    return [float(v) for v in body.get("embedding", [])]
+
+
+def vm_generate(body: Any) -> list[tuple[bytes, float]]:
+    return [(base64.b64decode(i["image"]), float(i["score"])) for i in body.get("images", [])]

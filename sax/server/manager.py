@@ -1,0 +1,327 @@
+"""`ModelServer`: the models one server holds, their lifecycle, and lookups for the data routes.
+
+The admin's assignment is the desired state; `apply` reconciles towards it without waiting:
+missing models load in the background (at most `max_concurrent_loads` at once), models no longer
+assigned unload, and a model whose model path, checkpoint, overrides or uuid changed is unloaded
+and loaded again (ACL changes apply in place). A load never blocks serving other models.
+
+Lifecycle per model id: LOADING -> LOADED | FAILED(reason); UNLOADING -> gone. A FAILED model
+stays FAILED while the admin keeps assigning the same spec (the admin retries failed loads,
+preferring another server); dropping and re-assigning it, or changing its uuid, loads it again.
+Every status change fires the listeners (the join loop sends a fresh join at once).
+
+Model paths resolve only through `sax.server.registry.resolve`: never an import from a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import replace
+from typing import Any
+
+from sax.errors import Code, SaxError, not_found
+from sax.schemas import Assignment, ModelReport, ReplicaStatus
+from sax.server import registry
+from sax.server.admission import Gate, check_acl
+from sax.server.options import ServerOptions
+from sax.server.servable import LoadSpec, Servable
+from sax.server.stats import RequestStats
+
+log = logging.getLogger(__name__)
+
+
+def spec_of(assignment: Assignment) -> LoadSpec:
+    return LoadSpec(
+        model_id=assignment.model_id,
+        model_path=assignment.model_path,
+        checkpoint_path=assignment.checkpoint_path,
+        overrides=dict(assignment.overrides),
+        acls=dict(assignment.acls),
+        uuid=assignment.uuid,
+    )
+
+
+def needs_reload(old: LoadSpec, new: LoadSpec) -> bool:
+    return (
+        old.model_path != new.model_path
+        or old.checkpoint_path != new.checkpoint_path
+        or dict(old.overrides) != dict(new.overrides)
+        or old.uuid != new.uuid
+    )
+
+
+def failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, SaxError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def advertised_address(opts: ServerOptions) -> str:
+    """The host:port clients and the admin use: `data_address`, else the listening address,
+    with a wildcard host replaced by this machine's address."""
+    if opts.data_address:
+        return opts.data_address
+    host = opts.host
+    if host in ("", "0.0.0.0", "::"):
+        try:
+            host = socket.gethostbyname(socket.gethostname())
+        except OSError:
+            host = "127.0.0.1"
+    return f"[{host}]:{opts.port}" if ":" in host else f"{host}:{opts.port}"
+
+
+class Model:
+    """One model on this server; `servable` serves only while `status` is LOADED."""
+
+    def __init__(self, spec: LoadSpec, limit: int) -> None:
+        self.spec = spec
+        self.status = ReplicaStatus.LOADING
+        self.failure_reason = ""
+        self.servable: Servable | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.limit = limit
+        self.gates: dict[str, Gate] = {}
+
+    @property
+    def model_id(self) -> str:
+        return self.spec.model_id
+
+    @property
+    def engine(self) -> Servable:
+        """The servable of a LOADED model (NOT_FOUND if it was unloaded meanwhile)."""
+        servable = self.servable
+        if servable is None or self.status is not ReplicaStatus.LOADED:
+            raise not_found(f"model {self.model_id} is not loaded on this server")
+        return servable
+
+    def gate(self, method: str, principal: str | None = None) -> Gate:
+        """The gate of `method` once the ACL allows `principal`; UNIMPLEMENTED if not served."""
+        gate = self.gates.get(method)
+        if gate is None:
+            raise SaxError(
+                Code.UNIMPLEMENTED,
+                f"model {self.model_id} ({self.spec.model_path}) does not serve {method}",
+            )
+        acl = self.spec.acls.get(method, "")
+        if acl:
+            check_acl(self.model_id, method, acl, principal)
+        return gate
+
+    def mark_loaded(self, servable: Servable) -> None:
+        """Makes the model servable: one gate (admission + stats) per declared method."""
+        self.servable = servable
+        self.gates = {
+            m: self.gates[m]
+            if m in self.gates
+            else Gate(self.model_id, m, self.limit, RequestStats())
+            for m in sorted(servable.methods)
+        }
+        self.status = ReplicaStatus.LOADED
+
+    def report(self) -> ModelReport:
+        return ModelReport(
+            model_id=self.spec.model_id,
+            model_path=self.spec.model_path,
+            checkpoint_path=self.spec.checkpoint_path,
+            uuid=self.spec.uuid,
+            status=self.status,
+            failure_reason=self.failure_reason,
+            method_stats={m: g.stats.snapshot() for m, g in self.gates.items()},
+        )
+
+
+class ModelServer:
+    """Models by id plus their lifecycle; the HTTP app and the join loop drive it."""
+
+    def __init__(self, opts: ServerOptions) -> None:
+        self.opts = opts
+        self.cell = opts.cell
+        self.address = advertised_address(opts)
+        self.admin_address = ""
+        self.admin_id = ""
+        self._models: dict[str, Model] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._load_slots = asyncio.Semaphore(max(1, opts.max_concurrent_loads))
+        self._listeners: list[Callable[[], None]] = []
+        self._prefix = f"{opts.cell}/"
+        self.version = 0  # bumps on every status change
+
+    # ------------------------------------------------------------------ observers
+
+    def add_listener(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Calls `callback()` on every status change; returns a function that removes it."""
+        self._listeners.append(callback)
+        return lambda: self._listeners.remove(callback)
+
+    def _changed(self) -> None:
+        self.version += 1
+        for callback in list(self._listeners):
+            callback()
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout_s: float) -> None:
+        """Waits until `predicate()` holds after a status change; TimeoutError otherwise."""
+        event = asyncio.Event()
+        remove = self.add_listener(event.set)
+        try:
+            async with asyncio.timeout(timeout_s):
+                while not predicate():
+                    await event.wait()
+                    event.clear()
+        finally:
+            remove()
+
+    # ------------------------------------------------------------------ lookups
+
+    def models(self) -> list[Model]:
+        return list(self._models.values())
+
+    def get(self, model_id: str) -> Model | None:
+        return self._models.get(model_id)
+
+    def status(self, model_id: str) -> ReplicaStatus | None:
+        model = self._models.get(model_id)
+        return model.status if model else None
+
+    def model_id(self, name: str) -> str:
+        """A short name or a full id -> the full id in this server's cell."""
+        return name if name.startswith("/") else self._prefix + name
+
+    def loaded(self, name: str) -> Model:
+        """The LOADED model named `name` (short or full); NOT_FOUND otherwise (clients retry
+        another replica on 404)."""
+        model = self._models.get(name if name.startswith("/") else self._prefix + name)
+        if model is not None and model.status is ReplicaStatus.LOADED:
+            return model
+        model_id = self.model_id(name)
+        if model is None:
+            raise not_found(f"model {model_id} is not loaded on this server")
+        if model.status is ReplicaStatus.LOADING:
+            raise not_found(f"model {model_id} is still loading on this server")
+        if model.status is ReplicaStatus.FAILED:
+            raise not_found(
+                f"model {model_id} failed to load on this server: {model.failure_reason}"
+            )
+        raise not_found(f"model {model_id} is unloading on this server")
+
+    def reports(self) -> list[ModelReport]:
+        return [m.report() for m in self._models.values()]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def apply(self, assignment: Iterable[Assignment]) -> None:
+        """Reconciles towards `assignment`; returns at once, loads and unloads run behind."""
+        desired = {a.model_id: spec_of(a) for a in assignment}
+        changed = False
+        for model_id, held in list(self._models.items()):
+            if model_id not in desired and held.status is not ReplicaStatus.UNLOADING:
+                self._start_unload(held)
+                changed = True
+        for model_id, spec in desired.items():
+            model = self._models.get(model_id)
+            if model is None:
+                self._start_load(spec, after=None)
+                changed = True
+            elif model.status is ReplicaStatus.UNLOADING:
+                self._start_load(spec, after=model.task)
+                changed = True
+            elif needs_reload(model.spec, spec):
+                self._start_load(spec, after=self._start_unload(model))
+                changed = True
+            elif dict(model.spec.acls) != dict(spec.acls):
+                model.spec = replace(model.spec, acls=spec.acls)
+        if changed:
+            self._changed()
+
+    async def settle(self, timeout_s: float | None = None) -> None:
+        """Waits until no load or unload is running (tests, shutdown)."""
+        async with asyncio.timeout(timeout_s):
+            while self._tasks:
+                await asyncio.wait(set(self._tasks))
+
+    async def shutdown(self, timeout_s: float = 30.0) -> None:
+        """Unloads every model (graceful stop of the process)."""
+        await self.apply([])
+        try:
+            await self.settle(timeout_s)
+        except TimeoutError:
+            log.warning("models still unloading after %.0f s; exiting anyway", timeout_s)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], model: Model) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        model.task = task
+        return task
+
+    def _start_load(self, spec: LoadSpec, after: asyncio.Task[None] | None) -> None:
+        model = Model(spec, self.opts.max_inflight_per_method)
+        self._models[spec.model_id] = model
+        self._spawn(self._load(model, after), model)
+
+    def _start_unload(self, model: Model) -> asyncio.Task[None]:
+        previous = model.task
+        model.status = ReplicaStatus.UNLOADING
+        return self._spawn(self._unload(model, previous), model)
+
+    def _servable_class(self, spec: LoadSpec) -> type[Servable]:
+        cls = registry.resolve(spec.model_path)
+        if self.opts.backends and cls.backend not in self.opts.backends:
+            raise SaxError(
+                Code.FAILED_PRECONDITION,
+                f"model_path {spec.model_path!r} needs backend {cls.backend!r}, and this server"
+                f" serves only {', '.join(self.opts.backends)}",
+            )
+        return cls
+
+    async def _load(self, model: Model, after: asyncio.Task[None] | None) -> None:
+        spec = model.spec
+        try:
+            if after is not None:
+                await asyncio.wait([after])
+            servable = self._servable_class(spec)(spec)
+            model.servable = servable  # so that an unload during the load frees it
+            async with self._load_slots:
+                log.info(
+                    "Loading %s (%s, checkpoint %s)",
+                    spec.model_id,
+                    spec.model_path,
+                    spec.checkpoint_path,
+                )
+                await servable.load()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            model.failure_reason = failure_reason(exc)
+            log.warning("Failed to load %s: %s", spec.model_id, model.failure_reason)
+            await self._free(model)
+            if model.status is ReplicaStatus.LOADING:
+                model.status = ReplicaStatus.FAILED
+                self._changed()
+            return
+        if model.status is ReplicaStatus.LOADING:
+            model.mark_loaded(servable)
+            log.info("Loaded %s", spec.model_id)
+            self._changed()
+
+    async def _unload(self, model: Model, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None and not previous.done():
+            previous.cancel()
+            await asyncio.wait([previous])
+        model.gates = {}
+        await self._free(model)
+        if self._models.get(model.model_id) is model:
+            del self._models[model.model_id]
+        log.info("Unloaded %s", model.model_id)
+        self._changed()
+
+    async def _free(self, model: Model) -> None:
+        servable, model.servable = model.servable, None
+        if servable is None:
+            return
+        try:
+            await servable.unload()
+        except Exception:
+            log.exception("Error unloading %s", model.model_id)

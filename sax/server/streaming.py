@@ -1,0 +1,125 @@
+"""One streamed generation, shared by the SSE route and the OpenAI streaming routes.
+
+`GenerateStream.start` admits the request and waits for the first chunk *before* any response
+byte is sent, so that every early failure (admission, bad input, engine refusal) is an ordinary
+4xx/5xx JSON response and a client can fail over to another replica. After that, `chunks()`
+yields the engine's chunks under the request's deadline; errors from then on are the caller's to
+send in-band.
+
+Chunk semantics (as the engines emit them): a `StreamItem` carries a text delta (the full text is
+``acc[:prefix_len] + text``) and `score`, the sample's cumulative log-probability so far; a
+final sample takes its last score, and `num_tokens` counts the chunks of that sample (one per
+decode step for engines that stream per token).
+
+`close()` is idempotent and runs from `chunks()`'s ``finally`` and from the response's
+background task, so the admission slot is released and the engine iterator closed (aborting the
+engine request) however the response ends: finished, failed, or the client went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from sax.schemas import Sample, StreamItem
+from sax.server.admission import Gate, Receive, cancelled_on_disconnect
+from sax.server.sampling import SamplingOptions
+from sax.server.servable import Servable
+
+
+class GenerateStream:
+    def __init__(
+        self, gate: Gate, servable: Servable, text: str, options: SamplingOptions, timeout_s: float
+    ) -> None:
+        self.gate = gate
+        self.servable = servable
+        self.text = text
+        self.options = options
+        self.timeout_s = timeout_s
+        self._it: AsyncIterator[list[StreamItem]] | None = None
+        self._first: list[StreamItem] | None = None
+        self._deadline = 0.0
+        self._start = 0.0
+        self._admitted = False
+        self._closed = False
+        n = options.num_samples
+        self._texts = [""] * n
+        self._scores = [0.0] * n
+        self._tokens = [0] * n
+
+    async def start(self, receive: Receive | None = None) -> None:
+        """Admits and fetches the first chunk; raises SaxError before any byte is sent."""
+        self._start = self.gate.admit()
+        self._admitted = True
+        self._deadline = asyncio.get_running_loop().time() + self.timeout_s
+        try:
+            self._it = self.servable.generate_stream(self.text, self.options)
+            with cancelled_on_disconnect(receive):
+                self._first = await self._next()
+        except BaseException:
+            await self.close(ok=False)
+            raise
+
+    async def _next(self) -> list[StreamItem] | None:
+        assert self._it is not None
+        try:
+            async with asyncio.timeout_at(self._deadline) as scope:
+                return await anext(self._it)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            if scope.expired():
+                raise self.gate.deadline_error(self.timeout_s) from None
+            raise
+
+    async def chunks(self) -> AsyncIterator[list[StreamItem]]:
+        """The chunks from the first on; the accumulated samples are in `samples()` after."""
+        ok = False
+        try:
+            chunk = self._first
+            self._first = None
+            while chunk is not None:
+                self._accumulate(chunk)
+                yield chunk
+                chunk = await self._next()
+            ok = True
+        finally:
+            await self.close(ok)
+
+    def _accumulate(self, chunk: list[StreamItem]) -> None:
+        texts, scores, tokens = self._texts, self._scores, self._tokens
+        for item in chunk:
+            i = item.index
+            if i >= len(texts):
+                grow = i + 1 - len(texts)
+                texts.extend([""] * grow)
+                scores.extend([0.0] * grow)
+                tokens.extend([0] * grow)
+            texts[i] = texts[i][: item.prefix_len] + item.text
+            scores[i] = item.score
+            tokens[i] += 1
+
+    def samples(self) -> list[Sample]:
+        limit = self.options.max_decode_steps
+        return [
+            Sample(
+                text=text,
+                score=score,
+                num_tokens=n,
+                finish_reason="length" if n >= limit else "stop",
+            )
+            for text, score, n in zip(self._texts, self._scores, self._tokens, strict=True)
+        ]
+
+    async def close(self, ok: bool = False) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        it, self._it = self._it, None
+        aclose = getattr(it, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+        if self._admitted:
+            self.gate.release(self._start, ok)
