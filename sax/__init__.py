@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Model", "list", "publish", "stats", "unpublish", "update", "wait_for_ready"]
+__all__ = [
+    "AsyncModel",
+    "Model",
+    "list",
+    "list_all",
+    "publish",
+    "servers",
+    "stats",
+    "unpublish",
+    "update",
+    "wait_for_ready",
+]
 
 
 def __getattr__(name: str) -> Any:

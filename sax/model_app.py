@@ -39,6 +39,7 @@ from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
 
 from sax.errors import Code, SaxError, invalid
 from sax.schemas import (
@@ -94,9 +95,9 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
-def _error_response(request: Request, err: SaxError) -> Response:
+def _error_response(request: Request, err: SaxError, status: int | None = None) -> Response:
     body = oa.error_body(err) if request.url.path in OPENAI_PATHS else err.to_body()
-    return _json(json.dumps(body), err.http_status)
+    return _json(json.dumps(body), status or err.http_status)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -108,12 +109,19 @@ def _install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return _error_response(request, invalid(_validation_message(exc)))
 
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = Code.NOT_FOUND if exc.status_code == 404 else Code.INVALID_ARGUMENT
+        err = SaxError(code, f"{request.method} {request.url.path}: {exc.detail}")
+        return _error_response(request, err, exc.status_code)
+
     async def on_other(request: Request, exc: Exception) -> Response:
-        log.exception("Unhandled error on %s", request.url.path)
+        # Starlette re-raises after this response, so the server logs the traceback once.
         return _error_response(request, SaxError(Code.INTERNAL, f"{type(exc).__name__}: {exc}"))
 
     app.add_exception_handler(SaxError, on_sax_error)
     app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(HTTPException, on_http)
     app.add_exception_handler(Exception, on_other)
 
 

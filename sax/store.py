@@ -51,12 +51,14 @@ STATE_FILE = "state.json"
 _M = TypeVar("_M", bound=BaseModel)
 
 
-def _lost_race(path: str, expected: Generation, actual: Generation) -> SaxError:
-    want = "absent" if expected is None else f"generation {expected}"
-    have = "absent" if actual is None else f"generation {actual}"
+def _describe(gen: Generation) -> str:
+    return "absent" if gen is None else f"generation {gen}"
+
+
+def _lost_race(path: str, expected: Generation, found: str) -> SaxError:
     return SaxError(
         Code.FAILED_PRECONDITION,
-        f"{path} changed concurrently: expected {want}, found {have}",
+        f"{path} changed concurrently: expected {_describe(expected)}, found {found}",
     )
 
 
@@ -130,7 +132,7 @@ class _LocalBackend:
             assert fd is not None
             current = self._generation(path, fd)
             if not unconditional and if_generation != current:
-                raise _lost_race(path, if_generation, current)
+                raise _lost_race(path, if_generation, _describe(current))
             new = self._counter(fd) + 1
             # Bump the counter first: a crash before the replace costs a spurious conflict only.
             os.ftruncate(fd, 0)
@@ -190,7 +192,7 @@ class _MemoryBackend:
         with self._lock:
             current = str(self._generations.get(path, 0)) if self._fs.exists(path) else None
             if not unconditional and if_generation != current:
-                raise _lost_race(f"memory://{path}", if_generation, current)
+                raise _lost_race(f"memory://{path}", if_generation, _describe(current))
             self._fs.pipe_file(path, data)
             _MemoryBackend._counter += 1
             self._generations[path] = _MemoryBackend._counter
@@ -252,7 +254,7 @@ class _GcsBackend:
         try:
             blob.upload_from_string(data, content_type="application/json", **kwargs)
         except self._exc.PreconditionFailed as exc:
-            raise _lost_race(f"gs://{path}", if_generation, "newer") from exc
+            raise _lost_race(f"gs://{path}", if_generation, "another version") from exc
         return str(blob.generation)
 
     def list_dirs(self, path: str) -> list[str]:

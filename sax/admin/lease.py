@@ -172,7 +172,17 @@ class LeaderLease:
             admin_id=self.admin_id,
             lease_expires_at=time.time() + self.ttl_s if expires_at is None else expires_at,
         )
-        self._gen = await asyncio.to_thread(self.store.write_location, loc, if_generation)
+        try:
+            self._gen = await asyncio.to_thread(self.store.write_location, loc, if_generation)
+        except SaxError as exc:
+            if exc.code != Code.FAILED_PRECONDITION:
+                raise
+            # A retried upload whose first attempt landed reads as a lost race; the exact
+            # lease we wrote (admin_id and expiry) being there means we won after all.
+            current, gen = await asyncio.to_thread(self.store.read_location)
+            if current != loc:
+                raise
+            self._gen = gen
         self._valid_until = started + self.ttl_s - self.margin_s
 
     def _observe(self) -> tuple[Location | None, Generation, str]:

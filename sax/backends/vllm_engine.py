@@ -201,7 +201,11 @@ class VllmEngine:
     @property
     def engine_pids(self) -> list[int]:
         """Process ids of the engine-core processes (gone after `shutdown`)."""
-        resources = getattr(self._engine.engine_core, "resources", None)
+        return [] if self._closed else self.engine_pids_of(self._engine)
+
+    @staticmethod
+    def engine_pids_of(engine: Any) -> list[int]:
+        resources = getattr(engine.engine_core, "resources", None)
         manager = getattr(resources, "engine_manager", None)
         procs = getattr(manager, "processes", None) or []
         return [p.pid for p in procs if p.pid is not None]
@@ -245,7 +249,8 @@ class VllmEngine:
             code = Code.RESOURCE_EXHAUSTED if exc.http_status == 429 else Code.UNAVAILABLE
             raise SaxError(code, exc.message) from exc
         except EngineDeadError as exc:
-            raise unavailable(f"the engine died: {exc}") from exc
+            reason = "the model was unloaded" if self._closed else f"the engine died: {exc}"
+            raise unavailable(reason) from exc
         finally:
             await stream.aclose()
             if not finished:
@@ -291,8 +296,8 @@ class VllmEngine:
             async for out in results:
                 items = []
                 for o in out.outputs:
-                    if not o.text and not o.finished():
-                        continue
+                    # One item per decode step, even when the detokenizer holds back an
+                    # incomplete character (empty text): the score still moved.
                     items.append(
                         StreamItem(
                             index=o.index,
@@ -390,9 +395,47 @@ class VllmEngine:
             if self._closed:
                 return
             self._closed = True
+        from vllm.v1.engine.exceptions import EngineDeadError
+
         engine, self._engine = self._engine, None
-        await asyncio.to_thread(engine.shutdown)
+        # Fail requests still in flight (UNAVAILABLE) rather than leave them waiting forever on a
+        # stopped engine, and stop the output handler before the core goes away so it does not
+        # log the core's exit as a crash.
+        engine.output_processor.propagate_error(EngineDeadError())
+        handler = engine.output_handler
+        if handler is not None:
+            handler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await handler
+        procs = _process_tree(self.engine_pids_of(engine))
+        await asyncio.to_thread(_stop, engine, procs)
         del engine
+
+
+def _process_tree(pids: Sequence[int]) -> list[Any]:
+    import psutil
+
+    procs = []
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs += [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+    return procs
+
+
+def _stop(engine: Any, procs: list[Any]) -> None:
+    """Shuts the engine down and waits until its processes (core and workers) have exited, so
+    their memory is free when `unload` returns; stragglers are killed after a grace period."""
+    import psutil
+
+    engine.shutdown()
+    _, alive = psutil.wait_procs(procs, timeout=10)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=5)
 
 
 def _finite(value: float | None) -> float:

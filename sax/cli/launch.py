@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Annotated
+from collections.abc import Coroutine
+from typing import Annotated, Any
 
 import typer
 
@@ -36,6 +37,17 @@ def _setup_logging(verbose: bool = False) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname).1s %(name)s] %(message)s",
     )
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Runs a server's main coroutine on uvloop when it is installed (faster data path)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 def _cell(text: str) -> str:
@@ -95,7 +107,7 @@ def admin_server(
         lease_renew_s=max(0.2, lease_ttl / 3),
         server_ttl_s=server_ttl,
     )
-    asyncio.run(serve(opts))
+    _run(serve(opts))
 
 
 @app.command("model-server")
@@ -139,7 +151,7 @@ def model_server(
         backends=tuple(b for b in backends.split(",") if b),
         max_concurrent_loads=max_concurrent_loads,
     )
-    asyncio.run(serve(opts))
+    _run(serve(opts))
 
 
 @app.command("up")

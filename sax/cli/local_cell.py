@@ -59,7 +59,7 @@ def _demo(sax_root: str, cell: str, server_port: int) -> None:
     env = {**os.environ, "SAX_ROOT": sax_root}
     bindir = Path(sys.executable).parent
     saxutil = str(bindir / "saxutil")
-    existing = {m.model_id for m in client.list(cell, sax_root=sax_root)}
+    existing = {m.model_id for m in client.list_all(cell, sax_root=sax_root)}
     for name, path in DEMO_MODELS:
         model_id = f"{cell}/{name}"
         if model_id not in existing:

@@ -17,8 +17,9 @@ _NUMERIC = re.compile(r"^-*\d*\.?\d*$")
 
 
 def format_float(x: float) -> str:
-    """Go's ``strconv.FormatFloat(x, 'G', 8, 64)``: 8 significant digits, no trailing zeros."""
-    return format(x, ".8G")
+    """Go's ``strconv.FormatFloat(x, 'G', 8, 64)``: 8 significant digits, no trailing zeros
+    (but 0 for -0.0: a log-probability of exactly zero is not negative)."""
+    return format(x + 0.0, ".8G")
 
 
 def floats(values: Iterable[float], limit: int | None = None) -> str:

@@ -50,11 +50,23 @@ DEFAULT_TIMEOUT = "60s"
 class Settings:
     sax_root: str
     timeout_s: float
+    sax_cell: str = ""
 
     def root(self) -> str:
         if not self.sax_root:
             fail("Neither the sax_root flag nor the SAX_ROOT environment variable is set")
         return self.sax_root
+
+    def default_cell(self) -> str:
+        """--sax_cell, else the only cell under sax_root; a usage error when that is ambiguous."""
+        if self.sax_cell:
+            return self.sax_cell
+        from sax.store import list_cells
+
+        cells = list_cells(self.root())
+        if len(cells) != 1:
+            usage(f"Provide a cell (cells under sax_root: {', '.join(cells) or 'none'})")
+        return f"/sax/{cells[0]}"
 
 
 def fail(message: str) -> NoReturn:
@@ -149,7 +161,7 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
-def extra_option(ctx: typer.Context, extra: str) -> dict[str, float | int | str]:
+def extra_option(extra: str) -> dict[str, float | int | str]:
     try:
         return parse_extra(extra)
     except SaxError as exc:
@@ -219,8 +231,12 @@ def main_options(
             help='Command timeout. Defaults to "60s". Seconds or a Go duration (90s, 1m30s).',
         ),
     ] = DEFAULT_TIMEOUT,
+    sax_cell: Annotated[
+        str,
+        typer.Option("--sax_cell", "--sax-cell", help="default cell for stats and servers"),
+    ] = "",
 ) -> None:
-    ctx.obj = Settings(sax_root=sax_root, timeout_s=parse_duration(sax_timeout))
+    ctx.obj = Settings(sax_root=sax_root, timeout_s=parse_duration(sax_timeout), sax_cell=sax_cell)
 
 
 @app.command("help")
@@ -455,22 +471,16 @@ def stats(
     ctx: typer.Context,
     target: Annotated[
         str | None,
-        typer.Argument(help="/sax/<cell> or /sax/<cell>/<model>; default: the only cell"),
+        typer.Argument(help="/sax/<cell> or /sax/<cell>/<model>; default: --sax_cell"),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Show server counts by chip and topology for a cell or a model."""
     from sax import client
-    from sax.store import list_cells
 
     s = settings(ctx)
     if target is None:
-        cells = list_cells(s.root())
-        if len(cells) != 1:
-            usage(
-                f"Provide a cell or model ID (cells under sax_root: {', '.join(cells) or 'none'})"
-            )
-        target = f"/sax/{cells[0]}"
+        target = s.default_cell()
     with failing("Failed to get stats"):
         result = client.stats(target, sax_root=s.root(), timeout=s.timeout_s)
     if as_json:
@@ -489,13 +499,14 @@ def stats(
 @app.command("servers")
 def servers(
     ctx: typer.Context,
-    cell: Annotated[str, typer.Argument(help="/sax/<cell>")],
+    cell: Annotated[str | None, typer.Argument(help="/sax/<cell>; default: --sax_cell")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List the model servers joined to a cell."""
     from sax import client
 
     s = settings(ctx)
+    cell = cell or s.default_cell()
     with failing("Failed to list servers"):
         found = client.servers(cell, sax_root=s.root(), timeout=s.timeout_s)
     if as_json:
@@ -622,7 +633,7 @@ def lm_generate(
     as_json: JsonOpt = False,
 ) -> None:
     """Generate a text against a given model."""
-    extra_inputs = extra_option(ctx, extra)
+    extra_inputs = extra_option(extra)
     text = read_input(query).decode() if query == "-" else query
     model = open_model(ctx, model_id)
     if stream:
@@ -681,7 +692,7 @@ def lm_score(
     as_json: JsonOpt = False,
 ) -> None:
     """Score a prefix and suffix against a given model."""
-    extra_inputs = extra_option(ctx, extra)
+    extra_inputs = extra_option(extra)
     model = open_model(ctx, model_id)
     with failing("Failed to score prefix/suffix"):
         scores = model.lm.score(prefix, suffixes, extra_inputs)
@@ -703,7 +714,7 @@ def lm_embed(
     as_json: JsonOpt = False,
 ) -> None:
     """Embed a text against a given model."""
-    extra_inputs = extra_option(ctx, extra)
+    extra_inputs = extra_option(extra)
     body = read_input(text).decode() if text == "-" else text
     model = open_model(ctx, model_id)
     with failing(f"Failed to embed text ({body})"):
@@ -724,7 +735,7 @@ def lm_gradient(
     as_json: JsonOpt = False,
 ) -> None:
     """Generate gradient of a pair of prefix and suffix against a given model."""
-    extra_inputs = extra_option(ctx, extra)
+    extra_inputs = extra_option(extra)
     model = open_model(ctx, model_id)
     with failing("Failed to get the gradient of prefix/suffix"):
         result = model.lm.gradient(prefix, suffix, extra_inputs)
@@ -752,10 +763,10 @@ def vm_classify(
     as_json: JsonOpt = False,
 ) -> None:
     """Classify an image against a given model."""
-    extra_inputs = extra_option(ctx, extra)
+    extra_inputs = extra_option(extra)
     data = read_input(image)
     model = open_model(ctx, model_id)
-    with failing(f"Failed to classify image ({image}) due to"):
+    with failing(f"Failed to classify image ({image})"):
         results = model.vm.classify(data, extra_inputs)
     if as_json:
         print_json({"texts": [{"text": t, "score": v} for t, v in results]})
@@ -772,10 +783,10 @@ def vm_embed(
     as_json: JsonOpt = False,
 ) -> None:
     """Embed an image (as byte array) against a given model."""
-    extra_inputs = extra_option(ctx, extra)
+    extra_inputs = extra_option(extra)
     data = read_input(image)
     model = open_model(ctx, model_id)
-    with failing(f"Failed to embed image ({image}) due to"):
+    with failing(f"Failed to embed image ({image})"):
         embedding = model.vm.embed(data, extra_inputs)
     if as_json:
         print_json({"embedding": embedding})
@@ -793,9 +804,9 @@ def vm_generate(
     extra: ExtraOpt = "",
 ) -> None:
     """Generate list of images and scores for the input text."""
-    extra_inputs = extra_option(ctx, extra)
+    extra_inputs = extra_option(extra)
     model = open_model(ctx, model_id)
-    with failing(f"Failed to generate images for ({text}) due to"):
+    with failing(f"Failed to generate images for ({text})"):
         images = model.vm.generate(text, extra_inputs)
     if output == "-":
         for data, _ in images:
@@ -818,7 +829,14 @@ def vm_generate(
 
 # ---------------------------------------------------------------- argv normalisation
 
-GLOBAL_FLAGS = ("--sax_root", "--sax-root", "--sax_timeout", "--sax-timeout")
+GLOBAL_FLAGS = (
+    "--sax_root",
+    "--sax-root",
+    "--sax_timeout",
+    "--sax-timeout",
+    "--sax_cell",
+    "--sax-cell",
+)
 # Go's flag package takes -name and --name alike; click would read -stream as -s -t -r ...
 GO_LONG_FLAGS = frozenset(
     {
@@ -826,6 +844,8 @@ GO_LONG_FLAGS = frozenset(
         "sax-root",
         "sax_timeout",
         "sax-timeout",
+        "sax_cell",
+        "sax-cell",
         "stream",
         "extra",
         "terse",
@@ -848,6 +868,9 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
         match = re.fullmatch(r"-([a-z][a-z_-]+)(=.*)?", arg, re.DOTALL)
         if match and match.group(1) in GO_LONG_FLAGS:
             arg = "-" + arg
+        elif arg.startswith("-n="):  # Go's -n=3; click would read the value as "=3"
+            args.append("-n")
+            arg = arg[3:]
         args.append(arg)
     head: list[str] = []
     rest: list[str] = []

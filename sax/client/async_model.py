@@ -25,10 +25,9 @@ import httpx
 
 from sax.client import http, wire
 from sax.client.admin import AsyncAdminClient, resolve_sax_root
+from sax.client.attempts import Attempts
 from sax.client.locations import AsyncWatcher
-from sax.client.model import after_failure, next_address
-from sax.client.picker import PICKER
-from sax.client.retry import Backoff, Deadline
+from sax.client.retry import Deadline
 from sax.client.sse import SSEParser
 from sax.errors import Code, SaxError
 from sax.naming import ModelId
@@ -91,18 +90,12 @@ class AsyncModel:
     async def call(self, method: str, body: bytes, deadline: Deadline) -> bytes:
         """POSTs `body` to ``method`` on a replica, failing over until `deadline`; the raw reply."""
         watcher = await self._watcher(deadline)
+        attempts = Attempts(f"{method} on {self.model_id}", watcher.replicas, deadline)
         path = wire.data_path(self.model_id.name, method)
         client = http.async_client()
-        backoff = Backoff(deadline)
-        avoid: set[str] = set()
-        last: SaxError | None = None
         while True:
-            replicas = watcher.replicas
-            address = next_address(replicas.addresses, replicas.error, avoid)
-            if address is None:
-                last = SaxError(Code.UNAVAILABLE, f"no ready replica of {self.model_id}")
-            else:
-                error: SaxError
+            address = attempts.pick()
+            if address is not None:
                 try:
                     response = await client.post(
                         f"http://{address}{path}",
@@ -115,37 +108,23 @@ class AsyncModel:
                     error = http.error_from_response(response.status_code, response.content)
                 except httpx.HTTPError as exc:
                     error = http.error_from_transport(exc, address)
-                    if error.code == Code.DEADLINE_EXCEEDED:
-                        raise deadline.exceeded(
-                            f"{method} on {self.model_id}", last or error
-                        ) from exc
                 finally:
-                    PICKER.release(address)
-                after_failure(error, address, avoid)
-                last = error
-            delay = backoff.next_delay()
-            if delay is None:
-                raise deadline.exceeded(f"{method} on {self.model_id}", last)
-            await asyncio.sleep(delay)
+                    attempts.release(address)
+                attempts.failed(error, address)
+            await asyncio.sleep(attempts.delay())
 
     async def stream(
         self, method: str, body: bytes, deadline: Deadline
     ) -> AsyncIterator[StreamChunk | StreamDone]:
         """Streams ``method``'s events from a replica, failing over until the first event."""
         watcher = await self._watcher(deadline)
+        attempts = Attempts(f"{method} on {self.model_id}", watcher.replicas, deadline)
         path = wire.data_path(self.model_id.name, method)
         client = http.async_client()
-        backoff = Backoff(deadline)
-        avoid: set[str] = set()
-        last: SaxError | None = None
         while True:
-            replicas = watcher.replicas
-            address = next_address(replicas.addresses, replicas.error, avoid)
-            if address is None:
-                last = SaxError(Code.UNAVAILABLE, f"no ready replica of {self.model_id}")
-            else:
+            address = attempts.pick()
+            if address is not None:
                 delivered = False
-                error: SaxError
                 try:
                     async with client.stream(
                         "POST",
@@ -160,36 +139,23 @@ class AsyncModel:
                         parser = SSEParser()
                         async for line in response.aiter_lines():
                             event = parser.feed(line)
-                            if event is None:
-                                continue
-                            item = wire.decode_event(event.event, event.data)
-                            if item is None:
-                                continue
-                            delivered = True
-                            yield item
-                            if isinstance(item, StreamDone):
-                                return
+                            item = wire.decode_event(event.event, event.data) if event else None
+                            if item is not None:
+                                delivered = True
+                                yield item
+                                if isinstance(item, StreamDone):
+                                    return
                     raise SaxError(Code.UNAVAILABLE, f"{address}: stream ended before its result")
                 except httpx.HTTPError as exc:
                     error = http.error_from_transport(exc, address)
-                    if delivered:
-                        raise error from exc
-                    if error.code == Code.DEADLINE_EXCEEDED:
-                        raise deadline.exceeded(
-                            f"{method} on {self.model_id}", last or error
-                        ) from exc
                 except SaxError as exc:
-                    if delivered:
-                        raise
                     error = exc
                 finally:
-                    PICKER.release(address)
-                after_failure(error, address, avoid)
-                last = error
-            delay = backoff.next_delay()
-            if delay is None:
-                raise deadline.exceeded(f"{method} on {self.model_id}", last)
-            await asyncio.sleep(delay)
+                    attempts.release(address)
+                if delivered:
+                    raise error  # the caller has seen text: a retry would repeat it
+                attempts.failed(error, address)
+            await asyncio.sleep(attempts.delay())
 
 
 class AsyncGenerateStream(AsyncIterator[StreamChunk]):

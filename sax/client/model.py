@@ -28,11 +28,11 @@ import httpx
 
 from sax.client import http, wire
 from sax.client.admin import AdminClient, resolve_sax_root
+from sax.client.attempts import Attempts
 from sax.client.locations import Watcher
-from sax.client.picker import PICKER
-from sax.client.retry import Backoff, Deadline
+from sax.client.retry import Deadline
 from sax.client.sse import SSEParser
-from sax.errors import SERVER_RETRYABLE, Code, SaxError
+from sax.errors import Code, SaxError
 from sax.naming import ModelId
 from sax.schemas import (
     EmbedResponse,
@@ -81,26 +81,6 @@ def close() -> None:
     WATCHERS.close()
 
 
-def next_address(
-    watcher_addresses: tuple[str, ...], error: SaxError | None, avoid: set[str]
-) -> str | None:
-    """Picks a replica; raises the watch's permanent error (e.g. NOT_FOUND after unpublish)."""
-    if error is not None:
-        raise error
-    if avoid and avoid.issuperset(watcher_addresses):
-        avoid.clear()  # every replica failed once: start another round
-    return PICKER.acquire(watcher_addresses, avoid)
-
-
-def after_failure(error: SaxError, address: str, avoid: set[str]) -> None:
-    """Raises `error` unless a retry may help; remembers the replica that failed."""
-    if error.code not in SERVER_RETRYABLE:
-        raise error
-    if error.code == Code.UNAVAILABLE:
-        PICKER.eject(address)
-    avoid.add(address)
-
-
 class Model:
     """A published model; cheap to create (no network until the first call), thread-safe."""
 
@@ -142,19 +122,14 @@ class Model:
 
     def call(self, method: str, body: bytes, deadline: Deadline) -> bytes:
         """POSTs `body` to ``method`` on a replica, failing over until `deadline`; the raw reply."""
-        watcher = self._watcher(deadline)
+        attempts = Attempts(
+            f"{method} on {self.model_id}", self._watcher(deadline).replicas, deadline
+        )
         path = wire.data_path(self.model_id.name, method)
         client = http.sync_client()
-        backoff = Backoff(deadline)
-        avoid: set[str] = set()
-        last: SaxError | None = None
         while True:
-            replicas = watcher.replicas
-            address = next_address(replicas.addresses, replicas.error, avoid)
-            if address is None:
-                last = SaxError(Code.UNAVAILABLE, f"no ready replica of {self.model_id}")
-            else:
-                error: SaxError
+            address = attempts.pick()
+            if address is not None:
                 try:
                     response = client.post(
                         f"http://{address}{path}",
@@ -167,37 +142,24 @@ class Model:
                     error = http.error_from_response(response.status_code, response.content)
                 except httpx.HTTPError as exc:
                     error = http.error_from_transport(exc, address)
-                    if error.code == Code.DEADLINE_EXCEEDED:
-                        raise deadline.exceeded(
-                            f"{method} on {self.model_id}", last or error
-                        ) from exc
                 finally:
-                    PICKER.release(address)
-                after_failure(error, address, avoid)
-                last = error
-            delay = backoff.next_delay()
-            if delay is None:
-                raise deadline.exceeded(f"{method} on {self.model_id}", last)
-            time.sleep(delay)
+                    attempts.release(address)
+                attempts.failed(error, address)
+            time.sleep(attempts.delay())
 
     def stream(
         self, method: str, body: bytes, deadline: Deadline
     ) -> Iterator[StreamChunk | StreamDone]:
         """Streams ``method``'s events from a replica, failing over until the first event."""
-        watcher = self._watcher(deadline)
+        attempts = Attempts(
+            f"{method} on {self.model_id}", self._watcher(deadline).replicas, deadline
+        )
         path = wire.data_path(self.model_id.name, method)
         client = http.sync_client()
-        backoff = Backoff(deadline)
-        avoid: set[str] = set()
-        last: SaxError | None = None
         while True:
-            replicas = watcher.replicas
-            address = next_address(replicas.addresses, replicas.error, avoid)
-            if address is None:
-                last = SaxError(Code.UNAVAILABLE, f"no ready replica of {self.model_id}")
-            else:
+            address = attempts.pick()
+            if address is not None:
                 delivered = False
-                error: SaxError
                 try:
                     with client.stream(
                         "POST",
@@ -212,36 +174,23 @@ class Model:
                         parser = SSEParser()
                         for line in response.iter_lines():
                             event = parser.feed(line)
-                            if event is None:
-                                continue
-                            item = wire.decode_event(event.event, event.data)
-                            if item is None:
-                                continue
-                            delivered = True
-                            yield item
-                            if isinstance(item, StreamDone):
-                                return
+                            item = wire.decode_event(event.event, event.data) if event else None
+                            if item is not None:
+                                delivered = True
+                                yield item
+                                if isinstance(item, StreamDone):
+                                    return
                     raise SaxError(Code.UNAVAILABLE, f"{address}: stream ended before its result")
                 except httpx.HTTPError as exc:
                     error = http.error_from_transport(exc, address)
-                    if delivered:
-                        raise error from exc
-                    if error.code == Code.DEADLINE_EXCEEDED:
-                        raise deadline.exceeded(
-                            f"{method} on {self.model_id}", last or error
-                        ) from exc
                 except SaxError as exc:
-                    if delivered:
-                        raise
                     error = exc
                 finally:
-                    PICKER.release(address)
-                after_failure(error, address, avoid)
-                last = error
-            delay = backoff.next_delay()
-            if delay is None:
-                raise deadline.exceeded(f"{method} on {self.model_id}", last)
-            time.sleep(delay)
+                    attempts.release(address)
+                if delivered:
+                    raise error  # the caller has seen text: a retry would repeat it
+                attempts.failed(error, address)
+            time.sleep(attempts.delay())
 
 
 class GenerateStream(Iterator[StreamChunk]):

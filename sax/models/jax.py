@@ -275,7 +275,7 @@ class Tiny(JaxLM):
     """A tiny random-weight Llama (2 layers, hidden 128, GQA 4/2) with a real BPE tokenizer."""
 
     Config: ClassVar[type[ServableConfig]] = TinyConfig
-    approx_params = 230_000
+    approx_params = 426_624
     kv_bytes_per_token = 2 * 2 * 2 * 32 * 4
 
     def default_model_dir(self) -> Path:

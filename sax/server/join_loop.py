@@ -14,6 +14,7 @@ a new leader within about a second of it writing its location.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 
@@ -29,6 +30,8 @@ from sax.store import CellStore
 log = logging.getLogger(__name__)
 
 JOIN_PATH = "/v1/servers:join"
+QUICK_REPLY_S = 0.05
+QUICK_REPLY_PAUSE_S = 0.25
 
 
 class _Interrupted(Exception):
@@ -76,6 +79,8 @@ class JoinLoop:
         timeout = httpx.Timeout(self.http_timeout_s, connect=min(2.0, self.http_timeout_s))
         failures = 0
         address = ""
+        last: JoinResponse | None = None
+        loop = asyncio.get_running_loop()
         try:
             async with httpx.AsyncClient(timeout=timeout) as client:
                 while True:
@@ -85,6 +90,7 @@ class JoinLoop:
                         failures += 1
                         await self._backoff(failures)
                         continue
+                    sent = loop.time()
                     try:
                         reply = await self._join_once(client, address)
                     except _Interrupted:
@@ -99,6 +105,11 @@ class JoinLoop:
                     failures = 0
                     self._joined_with(address, reply.admin_id)
                     await self.server.apply(reply.assignment)
+                    if reply == last and loop.time() - sent < QUICK_REPLY_S:
+                        # The admin should hold a join that brings no news; if it does not,
+                        # pace the polls (a local change still goes out at once).
+                        await self._pause(QUICK_REPLY_PAUSE_S)
+                    last = reply
         finally:
             remove()
 
@@ -109,6 +120,10 @@ class JoinLoop:
             log.debug("Cannot read the admin location of %s: %s", self.server.cell, exc)
             return ""
         return location.address if location is not None else ""
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
 
     async def _backoff(self, failures: int) -> None:
         delay = min(self.max_backoff_s, 0.05 * 2 ** min(failures, 10))

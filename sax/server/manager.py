@@ -32,6 +32,8 @@ from sax.server.stats import RequestStats
 
 log = logging.getLogger(__name__)
 
+DRAIN_S = 5.0  # how long an unload waits for admitted requests to finish
+
 
 def spec_of(assignment: Assignment) -> LoadSpec:
     return LoadSpec(
@@ -114,10 +116,7 @@ class Model:
         """Makes the model servable: one gate (admission + stats) per declared method."""
         self.servable = servable
         self.gates = {
-            m: self.gates[m]
-            if m in self.gates
-            else Gate(self.model_id, m, self.limit, RequestStats())
-            for m in sorted(servable.methods)
+            m: Gate(self.model_id, m, self.limit, RequestStats()) for m in sorted(servable.methods)
         }
         self.status = ReplicaStatus.LOADED
 
@@ -310,7 +309,14 @@ class ModelServer:
         if previous is not None and not previous.done():
             previous.cancel()
             await asyncio.wait([previous])
-        model.gates = {}
+        # New requests already get NOT_FOUND (and go to another replica); let admitted ones
+        # finish for a while before the engine goes away.
+        deadline = asyncio.get_running_loop().time() + DRAIN_S
+        while (  # noqa: ASYNC110 (polls only while unloading; gates have no event to wait on)
+            any(g.stats.pending for g in model.gates.values())
+            and asyncio.get_running_loop().time() < deadline
+        ):
+            await asyncio.sleep(0.02)
         await self._free(model)
         if self._models.get(model.model_id) is model:
             del self._models[model.model_id]

@@ -17,6 +17,7 @@ from sax.schemas import (
     CellState,
     JoinRequest,
     JoinResponse,
+    MethodStats,
     ModelReport,
     PublishRequest,
     ReplicaStatus,
@@ -65,7 +66,7 @@ def rep(cell: Cell, status: ReplicaStatus, mid: str = M, reason: str = "") -> Mo
         uuid=model.uuid if model else "gone",
         status=status,
         failure_reason=reason,
-        method_stats={"lm.generate": {}},
+        method_stats={"lm.generate": MethodStats()},
     )
 
 
@@ -161,13 +162,19 @@ async def test_conflicts_unknown_models_and_immutable_path() -> None:
         with pytest.raises(SaxError) as err:
             await cell.publish(pub(n=3))
         assert err.value.code == Code.ALREADY_EXISTS
-        for call in (cell.get("nope"), cell.unpublish("nope"), cell.update("nope", UpdateRequest())):
+        for call in (
+            cell.get("nope"),
+            cell.unpublish("nope"),
+            cell.update("nope", UpdateRequest()),
+        ):
             with pytest.raises(SaxError) as err:
                 await call
             assert err.value.code == Code.NOT_FOUND
         with pytest.raises(SaxError) as err:
             await cell.update("m", UpdateRequest(model_path="sax.models.test.Other"))
-        assert err.value.code == Code.INVALID_ARGUMENT and "model_path is immutable" in str(err.value)
+        assert err.value.code == Code.INVALID_ARGUMENT and "model_path is immutable" in str(
+            err.value
+        )
         with pytest.raises(SaxError) as err:
             await cell.update("m", UpdateRequest(num_replicas=-2))
         assert err.value.code == Code.INVALID_ARGUMENT

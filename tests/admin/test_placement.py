@@ -77,8 +77,12 @@ CASES = [
     ),
     Case(
         "ref 1: one server, several models, memory decides",
-        [mdl("m0", "p0", ram=1 * G), mdl("m1", "p1", ram=20 * G), mdl("m2", "p2", ram=8 * G)]
-        + [mdl("m3", "p1", ram=10 * G)],
+        [
+            mdl("m0", "p0", ram=1 * G),
+            mdl("m1", "p1", ram=20 * G),
+            mdl("m2", "p2", ram=8 * G),
+            mdl("m3", "p1", ram=10 * G),
+        ],
         [srv("s0", "p0", "p1", mem=16 * G)],
         {"s0": ["m0", "m3"]},
         reasons={"m1": "1 lack free memory", "m2": "no live server serves p2"},

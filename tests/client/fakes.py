@@ -13,14 +13,17 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+import sax.client
 from sax.errors import Code, SaxError
 from sax.naming import CellId
 from sax.schemas import CellConfig, Location, ModelInfo, ReplicaInfo
@@ -45,7 +48,6 @@ class ServerThread:
             port=self.port,
             log_level="warning",
             lifespan="off",
-            timeout_graceful_shutdown=0,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -255,7 +257,12 @@ class FakeModelServer:
             self.served += 1
             n = int(body.get("extra_inputs", {}).get("num_samples", 1))
             samples = [
-                {"text": body["text"], "score": -0.5 * i, "num_tokens": 1, "finish_reason": "stop"}
+                {
+                    "text": body["text"],
+                    "score": -0.5 * i + 0.0,
+                    "num_tokens": 1,
+                    "finish_reason": "stop",
+                }
                 for i in range(n)
             ]
             return JSONResponse({"samples": samples})
@@ -334,3 +341,31 @@ def point_cell_at(sax_root: Path, address: str, cell: str = "test") -> None:
         Location(address=address, admin_id="fake", lease_expires_at=time.time() + 3600),
         generation,
     )
+
+
+@dataclass
+class FakeCell:
+    sax_root: str
+    admin: FakeAdmin
+    admin_server: ServerThread
+    replicas: list[FakeModelServer]
+    replica_servers: list[ServerThread]
+
+    @property
+    def addresses(self) -> list[str]:
+        return [s.address for s in self.replica_servers]
+
+
+@pytest.fixture
+def cell(tmp_path: Path) -> Iterator[FakeCell]:
+    """A fake admin (found through a real location.json) and two fake replicas of /sax/test/m."""
+    admin = FakeAdmin()
+    admin_server = ServerThread(admin.app)
+    point_cell_at(tmp_path, admin_server.address)
+    replicas = [FakeModelServer(), FakeModelServer()]
+    servers = [ServerThread(r.app) for r in replicas]
+    admin.add_model("m", [s.address for s in servers])
+    yield FakeCell(str(tmp_path), admin, admin_server, replicas, servers)
+    sax.client.close()
+    for server in [*servers, admin_server]:
+        server.stop()

@@ -10,8 +10,7 @@ import pytest
 
 from sax import client
 from sax.errors import Code, SaxError
-from tests.client.conftest import FakeCell
-from tests.client.fakes import FakeAdmin, ServerThread, point_cell_at
+from tests.client.fakes import FakeAdmin, FakeCell, ServerThread, point_cell_at
 
 
 def test_publish_list_update_unpublish(cell: FakeCell) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from sax.client import Model
 from sax.errors import Code, SaxError
-from tests.client.conftest import FakeCell
+from tests.client.fakes import FakeCell
 from tests.helpers import wait_for
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from sax.client import AsyncModel, Model
 from sax.errors import Code, SaxError
-from tests.client.conftest import FakeCell
+from tests.client.fakes import FakeCell
 
 
 def test_stream_accumulates_text_and_final_samples(cell: FakeCell) -> None:

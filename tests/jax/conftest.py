@@ -14,15 +14,15 @@ os.environ["XLA_FLAGS"] = " ".join(
 )
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import asyncio  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from typing import Any  # noqa: E402
+import asyncio
+from collections.abc import Iterator
+from typing import Any
 
-import pytest  # noqa: E402
+import pytest
 
-from sax.models import assets  # noqa: E402
-from sax.models.jax import Tiny  # noqa: E402
-from sax.server.servable import LoadSpec  # noqa: E402
+from sax.models import assets
+from sax.models.jax import Tiny
+from sax.server.servable import LoadSpec
 
 
 @pytest.fixture(scope="session")

@@ -81,9 +81,13 @@ async def test_gradient_matches_finite_differences(tiny: Tiny) -> None:
     g = np.asarray(grad.values, np.float64).reshape(grad.shape)
     assert np.abs(g).max() > 0
 
+    starts, ends = jnp.array([len(head)]), jnp.array([ids.shape[1]])
+    score_of = jax.jit(
+        lambda e: model.suffix_logprob(engine.params, e, ids, starts, ends, engine.cfg)[0]
+    )
+
     def f(embeds: jax.Array) -> float:
-        starts, ends = jnp.array([len(head)]), jnp.array([ids.shape[1]])
-        return float(model.suffix_logprob(engine.params, embeds, ids, starts, ends, engine.cfg)[0])
+        return float(score_of(embeds))
 
     base = model.embed_tokens(engine.params, ids)
     rng = np.random.default_rng(0)
@@ -114,16 +118,15 @@ async def test_short_request_finishes_while_long_one_decodes(tiny: Tiny) -> None
         ignore_eos=True,
     )
 
+    decoding = asyncio.Event()
+
     async def run_long() -> None:
         async for _ in long.stream():
-            pass
+            decoding.set()
         order.append("long")
 
     task = asyncio.create_task(run_long())
-    stream = long.stream
-    del stream
-    while engine.steps == 0 or engine.slots_in_use() == 0:
-        await asyncio.sleep(0.001)
+    await decoding.wait()
     steps_before = engine.steps
     short = engine.submit(tiny._prefix_ids("Hi"), SamplingOptions(max_decode_steps=4))
     await short.result()
@@ -211,7 +214,7 @@ async def test_compiles_stay_within_the_buckets(tiny: Tiny) -> None:
     async def wave() -> None:
         jobs = []
         for _ in range(12):
-            n = int(rng.integers(1, 60))
+            n = int(rng.integers(1, 25))
             prompt = " ".join(rng.choice(words, n))
             steps = int(rng.integers(1, 40))
             jobs.append(tiny.generate(prompt, tiny.sampling({"max_decode_steps": steps})))
@@ -234,3 +237,27 @@ async def test_unknown_extra_inputs_are_rejected(tiny: Tiny) -> None:
 async def test_prompt_longer_than_the_cache_is_rejected(tiny: Tiny) -> None:
     with pytest.raises(SaxError, match="tokens"):
         await tiny.generate("word " * 400, tiny.sampling({}))
+
+
+def test_memory_estimate_covers_weights_and_cache(tiny: Tiny) -> None:
+    engine = tiny._engine()
+    assert Tiny.approx_params == engine.cfg.num_params
+    weights = sum(x.nbytes for x in jax.tree.leaves(engine.params))
+    cache = engine._cache_k.nbytes + engine._cache_v.nbytes
+    assert weights + cache <= Tiny.memory_bytes(tiny.config) <= 2 * (weights + cache) + (64 << 20)
+
+
+def test_registered_and_topology_override_reaches_the_config() -> None:
+    from sax.server.registry import resolve
+    from sax.server.servable import LoadSpec
+
+    assert resolve("sax.models.jax.Tiny") is Tiny
+    spec = LoadSpec(
+        "/sax/test/t", "sax.models.jax.Tiny", "None", {"topology": "2x2", "num_slots": 4}
+    )
+    config = Tiny(spec).config
+    assert (config.topology, config.num_slots) == ("2x2", 4)  # type: ignore[attr-defined]
+    with pytest.raises(SaxError, match="topology"):
+        Tiny(LoadSpec("/sax/test/t", "sax.models.jax.Tiny", "None", {"topology": "two"}))
+    with pytest.raises(SaxError, match="num_slot"):
+        Tiny(LoadSpec("/sax/test/t", "sax.models.jax.Tiny", "None", {"num_slot": 4}))

@@ -12,11 +12,21 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
 
 from sax.admin.cell import Cell
 from sax.admin_app import create_app
+from sax.errors import Code, SaxError
 from sax.naming import CellId
-from sax.schemas import CellConfig, CellState, Location, PublishRequest
+from sax.schemas import (
+    CellConfig,
+    CellState,
+    JoinRequest,
+    JoinResponse,
+    Location,
+    PublishRequest,
+)
 from sax.server.join_loop import JoinLoop
 from sax.server.manager import ModelServer
 from sax.store import CellStore
@@ -114,3 +124,38 @@ async def test_join_applies_assignments_and_follows_a_new_leader(
         await b.stop()
     joined = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Joined")]
     assert joined == [f"Joined {a.address}", f"Joined {b.address}"]
+
+
+async def test_join_retries_a_503_and_paces_an_admin_that_never_holds(tmp_path: Path) -> None:
+    """A test double of the join route: two 503s (a standby), then instant identical replies."""
+    seen: list[JoinRequest] = []
+    app = FastAPI()
+
+    @app.post("/v1/servers:join")
+    async def join(body: JoinRequest) -> Response:
+        seen.append(body)
+        if len(seen) <= 2:
+            return JSONResponse(SaxError(Code.UNAVAILABLE, "standby").to_body(), status_code=503)
+        return JSONResponse(JoinResponse(admin_id="quick").model_dump())
+
+    port = free_port()
+    http = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning", lifespan="off"))
+    serving = asyncio.create_task(http.serve())
+    root = str(tmp_path / "root")
+    store = CellStore(root, CellId.parse(CELL))
+    store.create(CellConfig(fs_root=str(tmp_path / "fs")))
+    _, gen = store.read_location()
+    store.write_location(Location(address=f"127.0.0.1:{port}", admin_id="quick"), gen)
+    server = ModelServer(options(sax_root=root))
+    loop = asyncio.create_task(JoinLoop(server).run())
+    try:
+        await asyncio.sleep(1.5)
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+        http.should_exit = True
+        await serving
+    assert server.admin_id == "quick"
+    assert seen[-1].admin_id == "quick" and seen[0].admin_id == ""
+    assert 4 <= len(seen) <= 10, len(seen)  # unpaced, it would be hundreds

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 
 import pytest
 
@@ -134,3 +135,22 @@ async def test_loads_are_bounded_and_do_not_block_serving() -> None:
     assert time.monotonic() - start >= 0.85  # 3 x 0.3 s, one at a time
     assert all(report(server, f"s{i}")["status"] is LOADED for i in range(3))
     await server.shutdown()
+
+
+async def test_unload_waits_for_admitted_requests() -> None:
+    server = ModelServer(options())
+    await server.apply([assign("m", overrides={"reply_delay_s": 0.3})])
+    await server.settle(5)
+    model = server.loaded("m")
+    gate, engine = model.gate("lm.generate"), model.engine
+    call = asyncio.create_task(gate.run(partial(engine.generate, "bye", SamplingOptions()), 5))
+    await asyncio.sleep(0.05)
+    await server.apply([])
+    with pytest.raises(SaxError) as err:
+        server.loaded("m")  # new requests go elsewhere at once
+    assert "unloading" in err.value.message
+    await asyncio.sleep(0.1)
+    assert report(server, "m")["status"] is UNLOADING  # still draining the admitted call
+    assert (await call)[0].text == "bye"
+    await server.settle(5)
+    assert server.reports() == []

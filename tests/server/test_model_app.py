@@ -63,6 +63,10 @@ async def test_generate_score_embed_status_and_errors() -> None:
             "code": "NOT_FOUND",
             "message": f"model {CELL}/nope is not loaded on this server",
         }
+        r = await c.post("/v1/nowhere", json={})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "NOT_FOUND"
+        r = await c.get("/v1/models/m/lm.generate")
+        assert r.status_code == 405 and "error" in r.json()
         r = await c.post("/v1/models/m/lm.gradient", json={"prefix": "a", "suffix": "b"})
         assert r.status_code == 501 and "lm.gradient" in r.json()["error"]["message"]
         r = await c.post("/v1/models/m/vm.classify", json={"image_bytes": ""})

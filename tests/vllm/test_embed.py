@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
 
-import psutil
 import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
@@ -13,7 +11,6 @@ from transformers import AutoModel, AutoTokenizer
 from sax.errors import Code, SaxError
 from sax.models import assets
 from sax.models.vllm import MiniLML6
-from sax.server.servable import LoadSpec
 
 EAT_1 = "I ate a delicious sandwich for lunch."
 EAT_2 = "She is eating a bowl of pasta for dinner."
@@ -53,27 +50,3 @@ async def test_embedding_model_serves_only_embed(minilm: MiniLML6) -> None:
     with pytest.raises(SaxError) as err:
         await minilm.generate("hello", minilm.sampling({}))
     assert err.value.code is Code.UNIMPLEMENTED
-
-
-async def test_unload_stops_the_engine_processes() -> None:
-    """A fresh servable (not the session one): unload must leave no engine process behind."""
-    me = psutil.Process(os.getpid())
-    before = {p.pid for p in me.children(recursive=True)}
-    servable = MiniLML6(
-        LoadSpec("/sax/test/m2", "sax.models.vllm.MiniLML6", "None", {"kv_cache_gib": 0.125})
-    )
-    await servable.load()
-    started = {p.pid for p in me.children(recursive=True)} - before
-    assert started  # the engine core runs in its own process(es)
-    assert len(await servable.embed("hello", {})) == 384
-    await servable.unload()
-    alive = [
-        pid
-        for pid in started
-        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    ]
-    assert alive == []
-    with pytest.raises(SaxError) as err:
-        await servable.embed("hello", {})
-    assert err.value.code is Code.UNAVAILABLE
-    await servable.unload()  # idempotent

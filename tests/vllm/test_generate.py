@@ -12,6 +12,7 @@ import pytest
 from sax.errors import Code, SaxError
 from sax.models.vllm import Tiny
 from sax.server.sampling import SamplingOptions
+from tests.vllm.conftest import wait_running
 
 PROMPT = "Once upon a time there was a little robot"
 
@@ -119,10 +120,7 @@ async def test_cancelling_a_request_aborts_it_in_the_engine(tiny: Tiny) -> None:
     assert engine is not None
     opts = tiny.sampling({"per_example_max_decode_steps": 400})
     task = asyncio.create_task(tiny.generate(PROMPT, opts))
-    deadline = time.monotonic() + 10
-    while engine.num_unfinished == 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.005)
-    assert engine.num_unfinished == 1
+    await wait_running(tiny, 1)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task

@@ -46,14 +46,3 @@ async def test_score_of_empty_prefix_and_empty_suffix(tiny: Tiny) -> None:
     assert empty_suffix == 0.0  # probability 1
     [from_nothing] = await tiny.score("", [" robot"], {})
     assert from_nothing < 0.0  # conditioned on BOS, a real log-prob
-
-
-async def test_generated_greedy_text_scores_its_cumulative_logprob(tiny: Tiny) -> None:
-    """The generate score and the score method agree: both are log P(text | prompt)."""
-    [sample] = await tiny.generate(PREFIX, tiny.sampling({"per_example_max_decode_steps": 6}))
-    tokenizer = AutoTokenizer.from_pretrained(assets.tiny_llama_dir())
-    prefix_ids = tokenizer(PREFIX).input_ids
-    if tokenizer(PREFIX + sample.text).input_ids[: len(prefix_ids)] != prefix_ids:
-        pytest.fail("the greedy continuation merged with the prompt's last token")
-    [scored] = await tiny.score(PREFIX, [sample.text], {})
-    assert scored == pytest.approx(sample.score, abs=5e-2)

@@ -20,10 +20,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax import Array
 
 from sax.backends.jax.config import ModelConfig
 
-Array = jax.Array
 Params = dict[str, Any]
 _NEG = -1e30
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-
-Array = jax.Array
+from jax import Array
 
 
 def _filter(x: Array, top_k: Array, top_p: Array) -> Array:

@@ -1,0 +1,5 @@
+"""The fake cell fixture (tests/client/fakes.py) for the saxutil tests."""
+
+from tests.client.fakes import FakeCell, cell
+
+__all__ = ["FakeCell", "cell"]

@@ -1,0 +1,123 @@
+"""Pure pieces of the client: backoff, replica choice, WatchLoc folding, SSE parsing."""
+
+from __future__ import annotations
+
+import time
+
+from sax.client.locations import ReplicaSet, print_changes
+from sax.client.picker import Picker
+from sax.client.retry import MAX_DELAY_S, Backoff, Deadline
+from sax.client.sse import SSEParser
+from sax.client.wire import StreamState
+from sax.schemas import StreamChunk, StreamItem, WatchResult
+
+
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    backoff = Backoff(Deadline(None))
+    delays = [backoff.next_delay() for _ in range(40)]
+    assert all(d is not None and 0 < d <= MAX_DELAY_S * 1.5 for d in delays)
+    assert delays[0] is not None and delays[0] <= 0.015
+    assert sum(d or 0 for d in delays[-5:]) > 2.0  # reached the cap
+
+
+def test_backoff_stops_at_the_deadline() -> None:
+    backoff = Backoff(Deadline.after(0.05))
+    total = 0.0
+    while (delay := backoff.next_delay()) is not None:
+        assert total + delay <= 0.05
+        time.sleep(delay)
+        total += delay
+    assert Deadline.after(0).remaining() is None  # <= 0 means no deadline, like Saxml's -1
+
+
+def test_replica_set_full_set_replaces_and_changelog_applies_in_order() -> None:
+    replicas = ReplicaSet()
+    replicas.apply(WatchResult(admin_id="a", next_seqno=2, has_fullset=True, values=["x", "y"]))
+    assert replicas.addresses == ("x", "y")
+    replicas.apply(
+        WatchResult.model_validate(
+            {
+                "admin_id": "a",
+                "next_seqno": 5,
+                "changelog": [
+                    {"op": "add", "address": "z"},
+                    {"op": "del", "address": "x"},
+                    {"op": "del", "address": "z"},
+                    {"op": "add", "address": "w"},
+                ],
+            }
+        )
+    )
+    assert replicas.addresses == ("w", "y")
+    # A new admin's full set drops what the old one had told us (no stale entries).
+    replicas.apply(
+        WatchResult.model_validate(
+            {
+                "admin_id": "b",
+                "next_seqno": 1,
+                "has_fullset": True,
+                "values": ["q"],
+                "changelog": [{"op": "add", "address": "r"}],
+            }
+        )
+    )
+    assert replicas.addresses == ("q", "r")
+
+
+def test_watch_printer_matches_saxutil_format() -> None:
+    lines: list[str] = []
+    printer = print_changes(lines.append)
+    printer(WatchResult(admin_id="a", next_seqno=1, has_fullset=True, values=["b:2", "a:1"]))
+    printer(
+        WatchResult.model_validate(
+            {"admin_id": "a", "next_seqno": 3, "changelog": [{"op": "del", "address": "a:1"}]}
+        )
+    )
+    assert lines == ["Reset", "+ a:1", "+ b:2", "- a:1"]
+
+
+def test_picker_prefers_the_replica_with_fewer_requests_in_flight() -> None:
+    picker = Picker()
+    busy = [picker.acquire(["a"]) for _ in range(3)]
+    assert busy == ["a", "a", "a"]
+    assert {picker.acquire(["a", "b"]) for _ in range(3)} == {"b"}  # b: 0,1,2 in flight < a's 3
+    for _ in range(3):
+        picker.release("a")
+    assert picker.pending("a") == 0 and picker.pending("b") == 3
+
+
+def test_picker_skips_ejected_and_avoided_replicas_unless_nothing_is_left() -> None:
+    picker = Picker()
+    picker.eject("a")
+    assert {picker.acquire(["a", "b"]) for _ in range(20)} == {"b"}
+    assert picker.acquire(["a", "b"], avoid={"b"}) == "a"
+    assert picker.acquire(["a"]) == "a"  # better to try than to fail without trying
+    assert picker.acquire([]) is None
+
+
+def test_picker_spreads_load_evenly() -> None:
+    picker = Picker()
+    counts = {a: 0 for a in "abcd"}
+    for _ in range(400):
+        choice = picker.acquire(list(counts))
+        assert choice is not None
+        counts[choice] += 1
+    assert max(counts.values()) - min(counts.values()) <= 2  # nothing released: pure balance
+
+
+def test_sse_parser_dispatches_on_blank_lines_and_ignores_comments() -> None:
+    parser = SSEParser()
+    events = [
+        parser.feed(line)
+        for line in [": ping", "event: chunk", 'data: {"a":', "data: 1}", "", "", "data: x", ""]
+    ]
+    got = [(e.event, e.data) for e in events if e is not None]
+    assert got == [("chunk", '{"a":\n1}'), ("message", "x")]
+
+
+def test_stream_state_honours_prefix_len() -> None:
+    state = StreamState()
+    state.apply(StreamChunk(items=[StreamItem(index=0, text="hello", prefix_len=0, score=0)]))
+    state.apply(StreamChunk(items=[StreamItem(index=1, text="b", prefix_len=0, score=0)]))
+    state.apply(StreamChunk(items=[StreamItem(index=0, text="p!", prefix_len=4, score=0)]))
+    assert state.texts == ["hellp!", "b"]

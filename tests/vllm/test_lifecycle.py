@@ -1,0 +1,85 @@
+"""Engine lifecycle: unload frees the engine, bad overrides fail before any engine starts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import psutil
+import pytest
+
+from sax.errors import Code, SaxError
+from sax.models.vllm import Tiny
+from sax.server.servable import LoadSpec
+from tests.vllm.conftest import wait_running
+
+
+def _live(pids: set[int]) -> list[int]:
+    live = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                live.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return live
+
+
+async def test_unload_stops_engine_processes_and_fails_inflight_requests() -> None:
+    """A fresh engine (not the session's): after unload no engine process is left, a request
+    that was running fails UNAVAILABLE instead of hanging, and new requests are refused."""
+    servable = Tiny(
+        LoadSpec("/sax/test/t2", "sax.models.vllm.Tiny", "None", {"kv_cache_gib": 0.125})
+    )
+    await servable.load()
+    assert servable.engine is not None
+    # The engine core and its worker run in their own processes, children of this one.
+    cores = [psutil.Process(pid) for pid in servable.engine.engine_pids]
+    assert cores and all(p.ppid() == os.getpid() for p in cores)
+    started = {p.pid for core in cores for p in [core, *core.children(recursive=True)]}
+    assert len(started) >= 2
+
+    running = asyncio.create_task(
+        servable.generate("hello", servable.sampling({"per_example_max_decode_steps": 400}))
+    )
+    await wait_running(servable, 1)
+    await servable.unload()
+
+    with pytest.raises(SaxError) as inflight:
+        await asyncio.wait_for(running, timeout=10)
+    assert inflight.value.code is Code.UNAVAILABLE
+    assert _live(started) == []
+    with pytest.raises(SaxError) as after:
+        await servable.generate("hello", servable.sampling({}))
+    assert after.value.code is Code.UNAVAILABLE
+    await servable.unload()  # idempotent
+
+
+def test_unknown_override_is_rejected_by_name() -> None:
+    with pytest.raises(SaxError) as err:
+        Tiny(LoadSpec("/sax/test/t", "sax.models.vllm.Tiny", "None", {"kv_cache_gb": 1}))
+    assert err.value.code is Code.INVALID_ARGUMENT
+    assert "kv_cache_gb" in err.value.message
+
+
+def test_override_with_wrong_type_is_rejected() -> None:
+    with pytest.raises(SaxError) as err:
+        Tiny(LoadSpec("/sax/test/t", "sax.models.vllm.Tiny", "None", {"max_model_len": "big"}))
+    assert err.value.code is Code.INVALID_ARGUMENT
+    assert "max_model_len" in err.value.message
+
+
+def test_overrides_change_engine_settings_and_default_sampling() -> None:
+    servable = Tiny(
+        LoadSpec(
+            "/sax/test/t",
+            "sax.models.vllm.Tiny",
+            "None",
+            {"max_model_len": 256, "temperature": 0.5, "max_decode_steps": 7, "ram": 1},
+        )
+    )
+    settings = servable.engine_settings(servable.model_dir())
+    assert settings.max_model_len == 256 and settings.load_format == "auto"
+    opts = servable.sampling({})
+    assert (opts.temperature, opts.max_decode_steps) == (0.5, 7)
+    assert servable.sampling({"temperature": 0.0}).temperature == 0.0

@@ -1,0 +1,42 @@
+"""The real SmolLM2-135M-Instruct on vLLM (one engine for this module, ~35 s to start on CPU)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+
+from sax.models.vllm import SmolLM2_135M
+from sax.server.servable import LoadSpec
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def smollm2() -> AsyncIterator[SmolLM2_135M]:
+    servable = SmolLM2_135M(
+        LoadSpec(
+            "/sax/test/smollm2",
+            "sax.models.vllm.SmolLM2_135M",
+            "None",
+            {"kv_cache_gib": 0.25, "max_model_len": 512},
+        )
+    )
+    await servable.load()
+    try:
+        yield servable
+    finally:
+        await servable.unload()
+
+
+async def test_chat_answers_with_real_knowledge(smollm2: SmolLM2_135M) -> None:
+    prompt = smollm2.chat_prompt([{"role": "user", "content": "What is the capital of France?"}])
+    assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")
+    [answer] = await smollm2.generate(
+        prompt, smollm2.sampling({"per_example_max_decode_steps": 24})
+    )
+    assert "Paris" in answer.text
+    assert answer.score < 0
+
+
+async def test_score_prefers_the_true_continuation(smollm2: SmolLM2_135M) -> None:
+    paris, banana = await smollm2.score("The capital of France is", [" Paris", " banana"], {})
+    assert paris > banana + 3.0  # nats
