@@ -50,11 +50,14 @@ _CODE_BY_STATUS = {status: code for code, status in HTTP_STATUS.items()}
 def create_app(cell: Cell) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Runs the cell's background tasks unless the caller already does (and then owns them).
+        owned = not cell.running
         await cell.start()
         try:
             yield
         finally:
-            await cell.stop()
+            if owned:
+                await cell.stop()
 
     app = FastAPI(
         title="sax admin",

@@ -34,7 +34,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 
-from sax.admin.joins import ServerSession, capabilities
+from sax.admin.joins import AssignmentKey, ServerSession, assignment_key, capabilities
 from sax.admin.metrics import AdminMetrics, Snapshot
 from sax.admin.placement import Failure, Placement, ServerView, place
 from sax.admin.validate import validate_model
@@ -96,7 +96,7 @@ class Cell:
         self._is_leader: Callable[[], bool] = lambda: True
         self._mutations = asyncio.Lock()
         self._models: dict[str, PublishedModel] = {}
-        self._assignments: dict[str, Assignment] = {}
+        self._assignments: dict[str, tuple[Assignment, AssignmentKey]] = {}
         self._watch: dict[str, Watchable] = {}
         self._ready: dict[str, Waitable] = {}
         self._servers: dict[str, ServerSession] = {}
@@ -129,7 +129,12 @@ class Cell:
     def set_leader_check(self, fn: Callable[[], bool]) -> None:
         self._is_leader = fn
 
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks)
+
     async def start(self) -> None:
+        """Starts the placement and liveness tasks; a no-op when they already run."""
         if not self._tasks:
             self._tasks = [
                 asyncio.create_task(self._placer(), name="sax-placer"),
@@ -479,7 +484,8 @@ class Cell:
         )
         for address, session in self._servers.items():
             mids = placement.assignment.get(address, ())
-            session.set_desired(tuple(self._assignments[mid] for mid in mids))
+            entries = [self._assignments[mid] for mid in mids]
+            session.set_desired(tuple(a for a, _ in entries), tuple(k for _, k in entries))
         self._placement = placement
         self._refresh_ready(self._models)
         done = time.perf_counter()
@@ -638,8 +644,8 @@ class Cell:
         )
 
 
-def _assignment(model: PublishedModel) -> Assignment:
-    return Assignment(
+def _assignment(model: PublishedModel) -> tuple[Assignment, AssignmentKey]:
+    a = Assignment(
         model_id=model.model_id,
         model_path=model.model_path,
         checkpoint_path=model.checkpoint_path,
@@ -647,3 +653,4 @@ def _assignment(model: PublishedModel) -> Assignment:
         acls=model.acls,
         uuid=model.uuid,
     )
+    return a, assignment_key(a)

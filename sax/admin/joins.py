@@ -21,20 +21,18 @@ from dataclasses import dataclass, field
 
 from sax.schemas import Assignment, JoinRequest, ModelReport, ReplicaStatus
 
-Fingerprint = tuple[tuple[str, str, str, str, str], ...]
+AssignmentKey = tuple[str, str, str, str, str]
+Fingerprint = tuple[AssignmentKey, ...]
 
 
-def fingerprint(assignment: tuple[Assignment, ...]) -> Fingerprint:
-    """Everything a server acts on in its assignment, as a comparable value."""
-    return tuple(
-        (
-            a.model_id,
-            a.uuid,
-            a.checkpoint_path,
-            json.dumps(a.overrides, sort_keys=True, default=str),
-            json.dumps(a.acls, sort_keys=True),
-        )
-        for a in assignment
+def assignment_key(a: Assignment) -> AssignmentKey:
+    """Everything a server acts on in one assignment entry, as a comparable value."""
+    return (
+        a.model_id,
+        a.uuid,
+        a.checkpoint_path,
+        json.dumps(a.overrides, sort_keys=True, default=str),
+        json.dumps(a.acls, sort_keys=True),
     )
 
 
@@ -82,8 +80,8 @@ class ServerSession:
     def data_address(self) -> str:
         return self.request.data_address or self.request.address
 
-    def set_desired(self, desired: tuple[Assignment, ...]) -> bool:
-        fp = fingerprint(desired)
+    def set_desired(self, desired: tuple[Assignment, ...], fp: Fingerprint) -> bool:
+        """`fp` is the tuple of `assignment_key` of `desired` (callers cache the keys)."""
         if fp == self.desired_fp:
             return False
         self.desired, self.desired_fp = desired, fp

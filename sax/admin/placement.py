@@ -27,7 +27,7 @@ Rules, in order:
 
 from __future__ import annotations
 
-import heapq
+import bisect
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -164,40 +164,58 @@ def place(
         held[mid] = keep[: max(m.num_replicas, 0)]
 
     # Scale up: biggest models first.
+    path_size = {
+        path: max((s.model_memory.get(path, 0) for s in servers_of), default=0)
+        for path, servers_of in by_path.items()
+    }
+
     def size_hint(mid: str) -> int:
         ram = reqs[mid].ram
-        if ram is not None:
-            return ram
-        path = published[mid].model_path
-        return max((s.model_memory.get(path, 0) for s in by_path.get(path, ())), default=0)
+        return ram if ram is not None else path_size.get(published[mid].model_path, 0)
 
+    # Servers of each path in candidate order (load, address), kept sorted as loads grow, so
+    # a model's search stops at its first `missing` never-failed eligible servers.
+    order = {path: sorted((load[s.address], s.address) for s in ss) for path, ss in by_path.items()}
+
+    def add_load(s: ServerView) -> None:
+        for path in s.model_paths:
+            keys = order[path]
+            del keys[bisect.bisect_left(keys, (load[s.address], s.address))]
+            bisect.insort(keys, (load[s.address] + 1, s.address))
+        load[s.address] += 1
+
+    short = [mid for mid, m in published.items() if len(held[mid]) < m.num_replicas]
     reasons: dict[str, str] = {}
-    for mid in sorted(published, key=lambda mid: (-size_hint(mid), mid)):
+    for mid in sorted(short, key=lambda mid: (-size_hint(mid), mid)):
         m = published[mid]
         missing = m.num_replicas - len(held[mid])
-        if missing <= 0:
-            continue
         holders = {addr for _, addr in held[mid]}
         excluded: dict[str, int] = defaultdict(int)
-        candidates: list[tuple[tuple[int, int, str], ServerView]] = []
-        for s in by_path.get(m.model_path, ()):
-            if s.address in holders:
+        fresh: list[ServerView] = []  # never failed this model
+        retried: list[ServerView] = []  # failed it before; backoff over
+        for _, addr in order.get(m.model_path, ()):
+            s = by_addr[addr]
+            if addr in holders:
                 continue
-            f = failures.get((mid, s.address))
+            f = failures.get((mid, addr))
             if f is not None and f.retry_at > now:
                 excluded["backoff"] += 1
             elif s.replicas.get(mid, ReplicaStatus.LOADED) in _BLOCKING:
                 excluded["busy"] += 1
             elif not reqs[mid].matches(s):
                 excluded["mismatch"] += 1
-            elif s.memory_bytes and used[s.address] + need(mid, s) > s.memory_bytes:
+            elif s.memory_bytes and used[addr] + need(mid, s) > s.memory_bytes:
                 excluded["memory"] += 1
+            elif f is None:
+                fresh.append(s)
+                if len(fresh) == missing:
+                    break
             else:
-                candidates.append(((1 if f else 0, load[s.address], s.address), s))
-        for _, s in heapq.nsmallest(missing, candidates, key=lambda c: c[0]):
+                retried.append(s)
+        for s in (fresh + retried)[:missing]:
             held[mid].append((_KEEP_RANK[None], s.address))
             used[s.address] += need(mid, s)
-            load[s.address] += 1
+            add_load(s)
         if len(held[mid]) < m.num_replicas:
             reasons[mid] = _explain(m, reqs[mid], len(held[mid]), excluded, failures, now)
 

@@ -53,6 +53,8 @@ class VllmServableConfig(ServableConfig):
     max_decode_steps: int = 64
     top_k: int = 0
     top_p: float = 1.0
+    # Decode to the step limit even past EOS: fixed-length outputs for benchmarks and load tests.
+    ignore_eos: bool = False
 
 
 def count_params(config: Mapping[str, Any]) -> int:
@@ -174,13 +176,15 @@ class VllmServable(Servable):
         return sampling_from_extra(extra, defaults)
 
     async def generate(self, text: str, options: SamplingOptions) -> list[Sample]:
-        return await self._engine("lm.generate").generate(text, options)
+        engine = self._engine("lm.generate")
+        return await engine.generate(text, options, ignore_eos=self.config.ignore_eos)
 
     def generate_stream(
         self, text: str, options: SamplingOptions
     ) -> AsyncIterator[list[StreamItem]]:
         # The engine's generator itself, so closing it (a client went away) aborts the request.
-        return self._engine("lm.generate_stream").generate_stream(text, options)
+        engine = self._engine("lm.generate_stream")
+        return engine.generate_stream(text, options, ignore_eos=self.config.ignore_eos)
 
     async def score(
         self, prefix: str, suffixes: list[str], extra: Mapping[str, Any]
