@@ -11,25 +11,43 @@ Prints one JSON line:
   elsewhere and a WatchLoc watcher has seen the address go (DESIGN target: <= 2 s);
 - ``rss_mb``: the process's resident memory with all of the above loaded.
 
-Targets (DESIGN section 10): publish->assignment <= 100 ms, join p99 <= 50 ms.
+Then the same with real processes (``real_processes``): ``sax admin-server`` with its default
+TTLs and 3 ``sax model-server`` processes serving ``sax.models.test.Echo`` (no load delay) on
+a temp sax_root, one replica published, and a WatchLoc watcher (the client's loop):
+- ``crash_ms``: SIGKILL the server holding the replica -> the watcher has seen its address go
+  (``gone``) and the replica's new address, which WatchLoc lists only once it is LOADED
+  there (``replaced``); ``crashes`` runs, the killed server restarted as the next spare;
+- ``silent_ms``: the same after SIGSTOP (a silent partition: only the server TTL tells).
+
+Targets (DESIGN section 10): publish->assignment <= 100 ms, join p99 <= 50 ms, crash ->
+replaced <= 2 s, silent -> replaced <= 12 s (plus load time, ~0 for Echo).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 import uvicorn
 
+from sax import client
 from sax.admin.cell import Cell
 from sax.admin_app import create_app
 from sax.naming import CellId
 from sax.schemas import CellState, JoinRequest, ModelReport, PublishRequest, ReplicaStatus
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the real-process cell of tests/
+from tests.cell import CELL, LocationLog, RealCell
+from tests.helpers import Proc
 
 N_SERVERS = 1000
 N_MODELS = 1000
@@ -37,6 +55,8 @@ BURST = 50
 JOIN_RATE_PER_S = 1000  # each server every second: 5x the production re-poll rate
 JOIN_SECONDS = 3
 ECHO = "sax.models.test.Echo"
+CRASHES = 3
+SERVER_TTL_S = 10.0  # the admin-server default, which the real-process figures run with
 
 
 def pct(values: list[float], p: float) -> float:
@@ -175,9 +195,55 @@ async def main() -> dict[str, Any]:
             "publish_to_assignment_ms": 100,
             "join_p99_ms": 50,
             "dead_to_replaced_ms": 2000,
+            "crash_replaced_ms": 2000,
+            "silent_replaced_ms": 12000,
         },
     }
 
 
+def displace(log: LocationLog, servers: dict[str, Proc], sig: int) -> tuple[float, float, str]:
+    """Sends `sig` to the server the watcher lists for the model; returns the seconds until the
+    watcher saw its address go and saw another one, and the victim's address."""
+    log.wait(lambda seen: len(seen) == 1, timeout_s=30)
+    (victim,) = log.addresses
+    servers[victim].signal(sig)
+    sent = time.monotonic()
+    gone = log.wait(lambda seen: victim not in seen, since=sent, timeout_s=30)
+    replaced = log.wait(
+        lambda seen: len(seen) == 1 and victim not in seen, since=sent, timeout_s=30
+    )
+    return gone - sent, replaced - sent, victim
+
+
+def real_processes() -> dict[str, Any]:
+    crash_gone: list[float] = []
+    crash_replaced: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="sax-bench-") as tmp, RealCell(Path(tmp)) as cell:
+        servers = {address: proc for proc, address in cell.model_servers(3)}
+        model_id = f"{CELL}/echo"
+        client.publish(model_id, ECHO, "None", 1, sax_root=cell.sax_root)
+        log = LocationLog(cell.sax_root, model_id)
+        for _ in range(CRASHES):
+            gone, replaced, victim = displace(log, servers, signal.SIGKILL)
+            crash_gone.append(gone)
+            crash_replaced.append(replaced)
+            servers[victim].p.wait(timeout=10)
+            servers[victim], _ = cell.model_server(port=int(victim.rsplit(":", 1)[1]))
+        silent_gone, silent_replaced, victim = displace(log, servers, signal.SIGSTOP)
+        servers[victim].signal(signal.SIGCONT)
+        log.stop()
+
+    def ms(seconds: list[float]) -> list[float]:
+        return [round(s * 1000, 1) for s in seconds]
+
+    return {
+        "real_processes": {"model_servers": 3, "server_ttl_s": SERVER_TTL_S},
+        "crash_ms": {"gone": ms(crash_gone), "replaced": ms(crash_replaced)},
+        "silent_ms": {"gone": ms([silent_gone])[0], "replaced": ms([silent_replaced])[0]},
+    }
+
+
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main())))
+    figures = asyncio.run(main())
+    figures.update(real_processes())
+    print(json.dumps(figures))

@@ -2,8 +2,9 @@
 
 Run by hand; prints ONE JSON line. Both sides decode greedily on the same float32 weights and
 produce exactly ``--max-tokens`` tokens per request (EOS ignored), so throughput compares the
-same work. The JAX numbers exclude compilation (a warm-up wave of the same shapes runs first and
-is reported separately as ``compile_s`` / ``compiles``).
+same work, prefill included. The JAX numbers exclude compilation (warm-up waves of the same
+shapes run first; ``warmup_s`` and ``compiles`` report it). TTFT is the median time from
+submitting a wave to each request's first streamed text.
 
     .venv/bin/python bench/jax_engine.py                 # SmolLM2-135M, 1 and 32 concurrent
     .venv/bin/python bench/jax_engine.py --model tiny    # the tiny random Llama
@@ -97,6 +98,7 @@ async def main() -> None:
     parser.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2")
     parser.add_argument("--concurrency", default="1,32")
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; best is kept")
     parser.add_argument("--no-transformers", action="store_true")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -108,15 +110,24 @@ async def main() -> None:
     await servable.load()
     load_s = time.perf_counter() - t0
     engine = servable._engine()
+    ref = None
+    if not args.no_transformers:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        model_dir = str(servable.default_model_dir())
+        ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
 
     result: dict[str, Any] = {
         "bench": "jax_engine",
         "model": args.model,
         "max_tokens": args.max_tokens,
+        "rounds": args.rounds,
         "load_s": round(load_s, 2),
         "jax": {},
         "transformers": {},
     }
+    # The CPU is shared, so the two sides alternate round by round and each keeps its best.
     for c in levels:
         batch = prompts(servable, c)
         t0 = time.perf_counter()
@@ -126,32 +137,25 @@ async def main() -> None:
             if engine.compile_count == before:
                 break
         warm_s = time.perf_counter() - t0
+        if ref is not None:
+            transformers_wave(ref, servable.tokenizer, batch, 2)
         before = engine.compile_count
-        run = await jax_wave(servable, batch, args.max_tokens)
-        run["warmup_s"] = round(warm_s, 2)
-        run["new_compiles_when_warm"] = engine.compile_count - before
-        result["jax"][str(c)] = run
+        ours: list[dict[str, Any]] = []
+        theirs: list[float] = []
+        for _ in range(args.rounds):
+            ours.append(await jax_wave(servable, batch, args.max_tokens))
+            if ref is not None:
+                theirs.append(transformers_wave(ref, servable.tokenizer, batch, args.max_tokens))
+        best = max(ours, key=lambda r: r["tokens_per_s"])
+        best["warmup_s"] = round(warm_s, 2)
+        best["new_compiles_when_warm"] = engine.compile_count - before
+        result["jax"][str(c)] = best
+        if theirs:
+            result["transformers"][str(c)] = {"tokens_per_s": max(theirs)}
+            best["speedup_vs_transformers"] = round(best["tokens_per_s"] / max(theirs), 2)
     result["compiles"] = engine.compile_count
     result["max_compiles"] = engine.max_compiles
     await servable.unload()
-
-    if not args.no_transformers:
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        torch.manual_seed(0)
-        model_dir = servable.default_model_dir()
-        ref = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
-        for c in levels:
-            batch = prompts(servable, c)
-            transformers_wave(ref, servable.tokenizer, batch[:1], 4)  # warm-up
-            result["transformers"][str(c)] = {
-                "tokens_per_s": transformers_wave(ref, servable.tokenizer, batch, args.max_tokens)
-            }
-        for c in levels:
-            ours = result["jax"][str(c)]["tokens_per_s"]
-            theirs = result["transformers"][str(c)]["tokens_per_s"]
-            result["jax"][str(c)]["speedup_vs_transformers"] = round(ours / theirs, 2)
     print(json.dumps(result))
 
 

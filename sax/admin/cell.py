@@ -568,23 +568,28 @@ class Cell:
     def _info(self, mid: str) -> ModelInfo:
         model = self._models[mid]
         placed = self._placement.replicas.get(mid, ())
+        # A server unloads a failed model as soon as it is unassigned, so its report of the
+        # failure lasts moments; while the pair waits out its backoff it still shows FAILED.
+        now = time.monotonic()
+        backoff = {a: f for (m, a), f in self._failures.items() if m == mid and f.retry_at > now}
         replicas = []
-        for address in sorted(set(placed) | self._holders.get(mid, set())):
+        for address in sorted(set(placed) | self._holders.get(mid, set()) | backoff.keys()):
             session = self._servers.get(address)
             if session is None:
                 continue
             status = self._status(session, mid)
-            if address not in placed and status != ReplicaStatus.FAILED:
-                continue  # being unloaded there; not a replica
             report = session.reports.get(mid)
+            reason = report.failure_reason if report and status == ReplicaStatus.FAILED else ""
+            if address not in placed and status != ReplicaStatus.FAILED:
+                if address not in backoff:
+                    continue  # being unloaded there; not a replica
+                status, reason = ReplicaStatus.FAILED, backoff[address].reason
             replicas.append(
                 ReplicaInfo(
                     address=session.data_address,
                     server=address,
                     status=status,
-                    failure_reason=report.failure_reason
-                    if report and status == ReplicaStatus.FAILED
-                    else "",
+                    failure_reason=reason,
                 )
             )
         ready = sum(1 for r in replicas if r.status == ReplicaStatus.LOADED and r.server in placed)

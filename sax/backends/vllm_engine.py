@@ -27,7 +27,6 @@ import contextlib
 import itertools
 import math
 import os
-import threading
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,7 +162,6 @@ class VllmEngine:
         self.stats = stats
         self.tokenizer: Any = engine.tokenizer
         self._closed = False
-        self._close_lock = threading.Lock()
 
     @classmethod
     async def start(cls, settings: EngineSettings) -> VllmEngine:
@@ -391,10 +389,9 @@ class VllmEngine:
 
     async def shutdown(self) -> None:
         """Stops the engine core (its process and threads) and drops the engine; idempotent."""
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
+        if self._closed:
+            return
+        self._closed = True
         from vllm.v1.engine.exceptions import EngineDeadError
 
         engine, self._engine = self._engine, None

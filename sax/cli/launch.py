@@ -21,7 +21,11 @@ import typer
 from sax.errors import SaxError
 from sax.naming import CellId
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Launchers for the processes of a sax cell: admin-config, admin-server, model-server, up.",
+)
 
 SaxCell = Annotated[str, typer.Option("--sax_cell", "--sax-cell", help="/sax/<cell>")]
 SaxRoot = Annotated[

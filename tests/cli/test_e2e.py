@@ -6,76 +6,23 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-import sax.client
 from sax import client
-from tests.helpers import SAX, SAXUTIL, Proc, free_port, wait_for, wait_http
+from tests.cell import RealCell
+from tests.helpers import wait_for
 
-CELL = "/sax/test"
 QUESTION = "Who is Harry Potter's mother?"
-
-
-class RealCell:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.sax_root = str(tmp / "root")
-        self.procs: list[Proc] = []
-        subprocess.run(
-            [
-                SAX,
-                "admin-config",
-                f"--sax_cell={CELL}",
-                f"--sax_root={self.sax_root}",
-                f"--fs_root={tmp / 'fs'}",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        self.admin_port = free_port()
-        self.start(["admin-server", f"--port={self.admin_port}"], "admin")
-        wait_http(f"http://127.0.0.1:{self.admin_port}/healthz")
-
-    def start(self, args: list[str], name: str) -> Proc:
-        proc = Proc(
-            [SAX, *args, f"--sax_cell={CELL}", f"--sax_root={self.sax_root}"],
-            self.tmp / f"{name}.log",
-        )
-        self.procs.append(proc)
-        return proc
-
-    def model_server(self) -> tuple[Proc, str]:
-        port = free_port()
-        proc = self.start(["model-server", f"--port={port}", "--backends=test"], f"ms{port}")
-        wait_http(f"http://127.0.0.1:{port}/healthz")
-        return proc, f"127.0.0.1:{port}"
-
-    def saxutil(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [SAXUTIL, f"--sax_root={self.sax_root}", *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.stop()
 
 
 @pytest.fixture
 def real_cell(tmp_path: Path) -> Iterator[RealCell]:
-    cell = RealCell(tmp_path)
-    try:
+    with RealCell(tmp_path) as cell:
         yield cell
-    finally:
-        sax.client.close()
-        cell.stop()
 
 
 def test_seed_walkthrough_with_saxutil(real_cell: RealCell) -> None:

@@ -130,12 +130,14 @@ async def test_short_request_finishes_while_long_one_decodes(tiny: Tiny) -> None
     steps_before = engine.steps
     short = engine.submit(tiny._prefix_ids("Hi"), SamplingOptions(max_decode_steps=4))
     await short.result()
+    short_steps = engine.steps - steps_before
     order.append("short")
     await task
     assert order == ["short", "long"]
     assert len(long.token_ids[0]) == 100
-    # The short one joined the running batch: it took a few steps, not a wait for 100.
-    assert engine.steps - steps_before >= 90
+    # The short one joined the running batch: it took a few steps, not a wait for the long one.
+    assert short_steps <= 8
+    assert engine.steps - steps_before > short_steps + 10
 
 
 async def test_cancel_frees_the_slot(tiny: Tiny) -> None:
@@ -152,7 +154,8 @@ async def test_cancel_frees_the_slot(tiny: Tiny) -> None:
 
 
 async def test_stream_deltas_rebuild_the_final_text(tiny: Tiny) -> None:
-    options = tiny.sampling({"max_decode_steps": 20, "num_samples": 2, "temperature": 1.0})
+    extra = {"max_decode_steps": 20, "num_samples": 2, "temperature": 1.0, "seed": 5}
+    options = tiny.sampling(extra)
     texts = ["", ""]
     last_score = [0.0, 0.0]
     async for items in tiny.generate_stream("She cooked pasta", options):
@@ -221,10 +224,21 @@ async def test_compiles_stay_within_the_buckets(tiny: Tiny) -> None:
         await asyncio.gather(*jobs)
 
     await wave()
-    after_first = engine.compile_count
-    assert 0 < after_first <= engine.max_compiles
     await wave()
-    assert engine.compile_count <= engine.max_compiles
+    assert 0 < engine.compile_count <= engine.max_compiles
+    # Every executable is for a bucket shape, never for a request's own length.
+    allowed = {
+        "prefill": (engine.prefill_buckets, engine.length_buckets),
+        "decode": (engine.batch_buckets, engine.window_buckets),
+        "score": (engine.batch_buckets, engine.length_buckets),
+        "embed": (engine.batch_buckets, engine.length_buckets),
+    }
+    for kind, *shape in engine._compiled:
+        if kind == "gradient":
+            assert shape[0] in engine.length_buckets
+        else:
+            rows, lengths = allowed[kind]
+            assert shape[0] in rows and shape[1] in lengths, (kind, shape)
 
 
 async def test_unknown_extra_inputs_are_rejected(tiny: Tiny) -> None:

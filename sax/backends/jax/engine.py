@@ -55,12 +55,18 @@ class EngineConfig:
     topology: str = "1"
 
 
-def buckets(lo: int, hi: int) -> tuple[int, ...]:
-    """Powers of two from `lo` below `hi`, then `hi` itself."""
-    out = []
+def buckets(lo: int, hi: int, midpoints: bool = False) -> tuple[int, ...]:
+    """Powers of two from `lo` below `hi` (and their 1.5x midpoints when asked), then `hi`.
+
+    Midpoints halve the padding a length bucket wastes (a 40-token prompt runs as 48, not 64)
+    for twice the number of buckets.
+    """
+    out: list[int] = []
     b = lo
     while b < hi:
         out.append(b)
+        if midpoints and b * 3 // 2 < hi and b % 2 == 0:
+            out.append(b * 3 // 2)
         b *= 2
     return (*out, hi)
 
@@ -185,7 +191,11 @@ class Engine:
         self._cache_sh = meshlib.shardings(self.mesh, meshlib.cache_spec(cfg, tp))
         self._repl = meshlib.replicated(self.mesh)
         self.params = jax.device_put(params, self._param_sh)
-        self.length_buckets = buckets(min(c.min_bucket, c.max_seq_len), c.max_seq_len)
+        lo = min(c.min_bucket, c.max_seq_len)
+        # Prompt lengths get fine buckets (prefill cost is proportional to the padded length);
+        # decode attention windows get coarse ones (the weights, not the window, dominate a step).
+        self.length_buckets = buckets(lo, c.max_seq_len, midpoints=True)
+        self.window_buckets = buckets(lo, c.max_seq_len)
         self.batch_buckets = buckets(1, c.num_slots)
         self.prefill_buckets = buckets(1, min(c.max_prefill_batch, c.num_slots))
         self._compiled: dict[tuple[Any, ...], Any] = {}
@@ -231,7 +241,8 @@ class Engine:
         """Upper bound on `compile_count`: the number of buckets of every compiled function."""
         lengths, batches = len(self.length_buckets), len(self.batch_buckets)
         prefill = len(self.prefill_buckets) * lengths
-        return prefill + 3 * batches * lengths + lengths  # decode, score, embed; gradient
+        decode = batches * len(self.window_buckets)
+        return prefill + decode + 2 * batches * lengths + lengths  # score, embed; gradient
 
     @property
     def steps(self) -> int:
@@ -478,7 +489,7 @@ class Engine:
 
     def _decode_step(self, active: list[_Seq]) -> _Dispatch:
         nb = fit(max(s.slot for s in active) + 1, self.batch_buckets)
-        window = fit(max(s.position for s in active), self.length_buckets)
+        window = fit(max(s.position for s in active), self.window_buckets)
         for seq in active:
             self._ints[0, seq.slot] = seq.position
             self._ints[4, seq.slot] = seq.dispatched

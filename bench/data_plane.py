@@ -1,0 +1,474 @@
+"""Data-plane benchmark: sax vs vLLM's own OpenAI server vs offline vLLM, on one model and machine.
+
+Run by hand (never as a test); prints ONE JSON line. Each system serves the same model directory
+with the same engine settings (dtype, context, KV cache, eager mode), one system at a time:
+
+- ``sax``: ``sax admin-config`` + ``sax admin-server`` + ``sax model-server`` as subprocesses, the
+  model published through the admin (``sax.client.publish``), requests through the sax client
+  (``AsyncModel``: replica discovery via WatchLoc, then HTTP to the model server):
+  ``lm.generate`` and ``lm.generate_stream``;
+- ``vllm_server``: ``python -m vllm.entrypoints.openai.api_server`` on a loopback port,
+  ``/v1/completions`` with and without ``stream``;
+- ``offline``: ``vllm.LLM.generate`` on all prompts at once (the throughput ceiling), and
+  ``sequential``: one prompt at a time, as the original Saxml vLLM servable ran;
+- ``http_overhead``: p50 of ``lm.generate`` on the ``Echo`` test servable through the same
+  model server minus the p50 of calling ``Echo.generate`` in process.
+
+Load: `--concurrency` closed-loop workers (default 32), each sending requests back to back until
+`--requests` are done, every request decoding exactly `--tokens` tokens (EOS ignored).
+
+    .venv/bin/python bench/data_plane.py --model tiny
+    .venv/bin/python bench/data_plane.py              # SmolLM2-135M-Instruct
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+KV_CACHE_GIB = 1.0
+MAX_MODEL_LEN = 512  # the tiny model's context; prompts + 64 tokens fit easily
+DTYPE = "float32"
+
+WORDS = (
+    "robot journey river market garden engine story winter castle music planet library "
+    "dragon harbor forest science window mountain letter kitchen"
+).split()
+
+
+def prompts(n: int) -> list[str]:
+    """Distinct prompts of similar length (no shared prefix beyond a few words)."""
+    out = []
+    for i in range(n):
+        picks = [WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(6)]
+        out.append(f"Request {i}: write a short story about a {' and a '.join(picks)}.")
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@dataclass
+class Run:
+    """Per-request measurements of one load run."""
+
+    wall_s: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    ttfts: list[float] = field(default_factory=list)
+    tokens: int = 0
+    errors: int = 0
+
+    def summary(self) -> dict[str, float]:
+        n = len(self.latencies)
+        out = {
+            "requests": n,
+            "errors": self.errors,
+            "requests_per_s": round(n / self.wall_s, 2),
+            "output_tokens_per_s": round(self.tokens / self.wall_s, 1),
+            "latency_p50_ms": round(1000 * pct(self.latencies, 0.5), 1),
+            "latency_p99_ms": round(1000 * pct(self.latencies, 0.99), 1),
+        }
+        if self.ttfts:
+            out["ttft_p50_ms"] = round(1000 * pct(self.ttfts, 0.5), 1)
+        return out
+
+
+# One request: returns (output tokens, time to first token or None).
+Request = Callable[[str], Awaitable[tuple[int, float | None]]]
+
+
+async def load(request: Request, texts: list[str], concurrency: int) -> Run:
+    run = Run()
+    queue = list(reversed(texts))
+
+    async def worker() -> None:
+        while queue:
+            text = queue.pop()
+            start = time.perf_counter()
+            try:
+                tokens, ttft = await request(text)
+            except Exception as exc:
+                run.errors += 1
+                print(f"request failed: {exc!r}", file=sys.stderr)
+                continue
+            run.latencies.append(time.perf_counter() - start)
+            run.tokens += tokens
+            if ttft is not None:
+                run.ttfts.append(ttft - start)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    run.wall_s = time.perf_counter() - start
+    return run
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def process(args: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[None]:
+    """A subprocess in its own process group, stopped (group-wide, by its pid) on exit."""
+    with log.open("wb") as fh:
+        proc = subprocess.Popen(
+            args,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+            cwd=REPO,
+        )
+        try:
+            yield
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=10)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # engine children left in the group
+
+
+def wait_http(url: str, timeout_s: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).is_success:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} not up in {timeout_s}s; see {log}")
+
+
+def configure_cell(common: list[str], fs_root: Path) -> None:
+    """``sax admin-config``; the benchmark is sequential, so blocking here delays nothing."""
+    cmd = [str(BIN / "sax"), "admin-config", *common, "--fs_root", str(fs_root)]
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+# ---------------------------------------------------------------- systems
+
+
+async def bench_sax(model_dir: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    import sax.client as sax_client
+    from sax.models.test import Echo
+    from sax.server.servable import LoadSpec
+
+    root = work / "sax_root"
+    cell = "/sax/bench"
+    admin_port, server_port = free_port(), free_port()
+    common = ["--sax_cell", cell, "--sax_root", str(root)]
+    configure_cell(common, root / "fs")
+    overrides = {
+        "kv_cache_gib": KV_CACHE_GIB,
+        "max_model_len": MAX_MODEL_LEN,
+        "dtype": DTYPE,
+        "ignore_eos": True,
+        "max_decode_steps": args.tokens,
+    }
+    admin_log, server_log = work / "admin.log", work / "model_server.log"
+    with (
+        process([str(BIN / "sax"), "admin-server", *common, "--port", str(admin_port)], admin_log),
+        process(
+            [str(BIN / "sax"), "model-server", *common, "--port", str(server_port)],
+            server_log,
+        ),
+    ):
+        wait_http(f"http://127.0.0.1:{admin_port}/healthz", 60, admin_log)
+        wait_http(f"http://127.0.0.1:{server_port}/healthz", 60, server_log)
+        model_path = (
+            "sax.models.vllm.Tiny" if args.model == "tiny" else ("sax.models.vllm.SmolLM2_135M")
+        )
+        lm_id, echo_id = f"{cell}/lm", f"{cell}/echo"
+        checkpoint = str(model_dir)
+        # The admin client is blocking: run it in threads so Ctrl-C still unwinds the processes.
+        await asyncio.to_thread(
+            sax_client.publish, lm_id, model_path, checkpoint, 1, overrides, sax_root=str(root)
+        )
+        await asyncio.to_thread(
+            sax_client.publish, echo_id, "sax.models.test.Echo", "None", 1, sax_root=str(root)
+        )
+        start = time.perf_counter()
+        await asyncio.to_thread(sax_client.wait_for_ready, lm_id, 1, 300, sax_root=str(root))
+        await asyncio.to_thread(sax_client.wait_for_ready, echo_id, 1, 60, sax_root=str(root))
+        load_s = time.perf_counter() - start
+
+        lm = sax_client.AsyncModel(lm_id, sax_root=str(root))
+        echo = sax_client.AsyncModel(echo_id, sax_root=str(root))
+
+        async def generate(text: str) -> tuple[int, float | None]:
+            samples = await lm.lm.generate_samples(text)
+            return samples[0].num_tokens, None
+
+        async def generate_stream(text: str) -> tuple[int, float | None]:
+            first: float | None = None
+            stream = lm.lm.generate_stream(text)
+            async with stream:
+                async for _chunk in stream:
+                    if first is None:
+                        first = time.perf_counter()
+            samples = stream.samples() or []
+            return (samples[0].num_tokens if samples else 0), first
+
+        texts = prompts(args.requests)
+        await load(generate, prompts(args.concurrency), args.concurrency)  # warm up
+        out: dict[str, Any] = {"load_s": round(load_s, 1)}
+        out["generate"] = (await load(generate, texts, args.concurrency)).summary()
+        out["generate_stream"] = (await load(generate_stream, texts, args.concurrency)).summary()
+
+        # HTTP layer overhead: Echo through the server vs Echo in process, sequential calls.
+        local = Echo(LoadSpec(echo_id, "sax.models.test.Echo", "None"))
+        options = local.sampling({})
+        in_process, via_client, via_http = [], [], []
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server_port}") as http:
+            body = {"text": "hello world", "extra_inputs": {}}
+            for _ in range(args.overhead_calls):
+                t = time.perf_counter()
+                await local.generate("hello world", options)
+                in_process.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                await echo.lm.generate("hello world")
+                via_client.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                r = await http.post("/v1/models/echo/lm.generate", json=body)
+                r.raise_for_status()
+                via_http.append(time.perf_counter() - t)
+        base = statistics.median(in_process)
+        out["http_overhead"] = {
+            "in_process_p50_ms": round(1000 * base, 3),
+            "sax_client_p50_ms": round(1000 * statistics.median(via_client), 3),
+            "raw_httpx_p50_ms": round(1000 * statistics.median(via_http), 3),
+            "overhead_p50_ms_client": round(1000 * (statistics.median(via_client) - base), 3),
+            "overhead_p50_ms_httpx": round(1000 * (statistics.median(via_http) - base), 3),
+        }
+        await asyncio.to_thread(sax_client.unpublish, lm_id, sax_root=str(root))
+        await asyncio.to_thread(sax_client.unpublish, echo_id, sax_root=str(root))
+    return out
+
+
+async def bench_vllm_server(
+    model_dir: Path, args: argparse.Namespace, work: Path
+) -> dict[str, Any]:
+    port = free_port()
+    log = work / "vllm_server.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        "lm",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        DTYPE,
+        "--max-model-len",
+        str(MAX_MODEL_LEN),
+        "--kv-cache-memory-bytes",
+        str(int(KV_CACHE_GIB * (1 << 30))),
+        "--enforce-eager",
+        "--disable-log-stats",
+    ]
+    with process(cmd, log, env={"HF_HUB_OFFLINE": "1"}):
+        start = time.perf_counter()
+        wait_http(f"http://127.0.0.1:{port}/health", 600, log)
+        load_s = time.perf_counter() - start
+        limits = httpx.Limits(max_connections=args.concurrency * 2)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=600, limits=limits
+        ) as http:
+            base = {"model": "lm", "max_tokens": args.tokens, "ignore_eos": True, "temperature": 0}
+
+            async def generate(text: str) -> tuple[int, float | None]:
+                r = await http.post("/v1/completions", json={**base, "prompt": text})
+                r.raise_for_status()
+                return int(r.json()["usage"]["completion_tokens"]), None
+
+            async def generate_stream(text: str) -> tuple[int, float | None]:
+                body = {**base, "prompt": text, "stream": True}
+                body["stream_options"] = {"include_usage": True}
+                first: float | None = None
+                tokens = 0
+                async with http.stream("POST", "/v1/completions", json=body) as r:
+                    r.raise_for_status()
+                    async for line in r.aiter_lines():
+                        if not line.startswith("data: ") or line == "data: [DONE]":
+                            continue
+                        data = json.loads(line[6:])
+                        if data.get("choices") and first is None:
+                            first = time.perf_counter()
+                        if data.get("usage"):
+                            tokens = int(data["usage"]["completion_tokens"])
+                return tokens, first
+
+            texts = prompts(args.requests)
+            await load(generate, prompts(args.concurrency), args.concurrency)  # warm up
+            out: dict[str, Any] = {"load_s": round(load_s, 1)}
+            out["completions"] = (await load(generate, texts, args.concurrency)).summary()
+            out["completions_stream"] = (
+                await load(generate_stream, texts, args.concurrency)
+            ).summary()
+    return out
+
+
+def offline_worker(model_dir: str, requests: int, tokens: int, sequential: int) -> None:
+    """Runs in its own process: `LLM.generate` on every prompt at once, then one at a time."""
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(
+        model=model_dir,
+        dtype=DTYPE,
+        max_model_len=MAX_MODEL_LEN,
+        kv_cache_memory_bytes=int(KV_CACHE_GIB * (1 << 30)),
+        enforce_eager=True,
+        disable_log_stats=True,
+    )
+    params = SamplingParams(max_tokens=tokens, ignore_eos=True, temperature=0.0)
+    texts = prompts(requests)
+    llm.generate(texts[:8], params, use_tqdm=False)  # warm up
+    start = time.perf_counter()
+    outs = llm.generate(texts, params, use_tqdm=False)
+    wall = time.perf_counter() - start
+    n_tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+    offline = {
+        "requests": len(outs),
+        "requests_per_s": round(len(outs) / wall, 2),
+        "output_tokens_per_s": round(n_tokens / wall, 1),
+    }
+    latencies = []
+    seq_tokens = 0
+    start = time.perf_counter()
+    for text in texts[:sequential]:
+        t = time.perf_counter()
+        [one] = llm.generate([text], params, use_tqdm=False)
+        latencies.append(time.perf_counter() - t)
+        seq_tokens += len(one.outputs[0].token_ids)
+    wall = time.perf_counter() - start
+    baseline = {
+        "requests": sequential,
+        "requests_per_s": round(sequential / wall, 2),
+        "output_tokens_per_s": round(seq_tokens / wall, 1),
+        "latency_p50_ms": round(1000 * pct(latencies, 0.5), 1),
+    }
+    print("RESULT " + json.dumps({"offline": offline, "sequential": baseline}), flush=True)
+
+
+def bench_offline(model_dir: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    log = work / "offline.log"
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--offline-worker",
+        str(model_dir),
+        "--requests",
+        str(args.requests),
+        "--tokens",
+        str(args.tokens),
+        "--sequential",
+        str(args.sequential),
+    ]
+    with process(cmd, log, env={"HF_HUB_OFFLINE": "1"}):
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            for line in log.read_text(errors="replace").splitlines():
+                if line.startswith("RESULT "):
+                    result: dict[str, Any] = json.loads(line[len("RESULT ") :])
+                    return result
+            time.sleep(0.5)
+    raise TimeoutError(f"offline run gave no result; see {log}")
+
+
+def model_dir_for(name: str) -> Path:
+    from sax.models import assets
+
+    return assets.tiny_llama_dir() if name == "tiny" else assets.smollm2_dir()
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    model_dir = model_dir_for(args.model)
+    work = Path(tempfile.mkdtemp(prefix="sax-bench-"))
+    result: dict[str, Any] = {
+        "bench": "data_plane",
+        "model": args.model,
+        "concurrency": args.concurrency,
+        "requests": args.requests,
+        "output_tokens": args.tokens,
+        "dtype": DTYPE,
+        "kv_cache_gib": KV_CACHE_GIB,
+        "cpus": os.cpu_count(),
+        "logs": str(work),
+    }
+    result["sax"] = await bench_sax(model_dir, args, work)
+    result["vllm_server"] = await bench_vllm_server(model_dir, args, work)
+    result.update(bench_offline(model_dir, args, work))
+    sax_tps = result["sax"]["generate"]["output_tokens_per_s"]
+    result["ratios"] = {
+        "sax_vs_vllm_server_tokens_per_s": round(
+            sax_tps / result["vllm_server"]["completions"]["output_tokens_per_s"], 3
+        ),
+        "sax_stream_vs_vllm_server_stream_tokens_per_s": round(
+            result["sax"]["generate_stream"]["output_tokens_per_s"]
+            / result["vllm_server"]["completions_stream"]["output_tokens_per_s"],
+            3,
+        ),
+        "sax_vs_offline_tokens_per_s": round(sax_tps / result["offline"]["output_tokens_per_s"], 3),
+        "sax_vs_sequential_tokens_per_s": round(
+            sax_tps / result["sequential"]["output_tokens_per_s"], 2
+        ),
+    }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=96)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--sequential", type=int, default=8, help="baseline requests")
+    parser.add_argument("--overhead-calls", type=int, default=300)
+    parser.add_argument("--offline-worker", metavar="MODEL_DIR", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # SIGTERM unwinds like Ctrl-C, so the `process` blocks stop what they started.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if args.offline_worker:
+        offline_worker(args.offline_worker, args.requests, args.tokens, args.sequential)
+        return
+    print(json.dumps(asyncio.run(main_async(args))), flush=True)
+
+
+if __name__ == "__main__":
+    main()
