@@ -1,7 +1,10 @@
 """Data-plane benchmark: sax vs vLLM's own OpenAI server vs offline vLLM, on one model and machine.
 
 Run by hand (never as a test); prints ONE JSON line. Each system serves the same model directory
-with the same engine settings (dtype, context, KV cache, eager mode), one system at a time:
+with the same engine settings (dtype, context, KV cache, eager mode). The sax cell and vLLM's
+server are up together and their modes alternate for `--rounds` rounds (each mode reports its
+median round): on a shared machine the CPU on offer drifts over minutes, and back-to-back blocks
+would compare different machines. Offline runs last, alone.
 
 - ``sax``: ``sax admin-config`` + ``sax admin-server`` + ``sax model-server`` as subprocesses, the
   model published through the admin (``sax.client.publish``), requests through the sax client
@@ -35,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,11 +66,15 @@ def prompts(n: int) -> list[str]:
     return out
 
 
-def pct(values: list[float], q: float) -> float:
+def pct(values: list[float], q: float) -> float | None:
     if not values:
-        return float("nan")
+        return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(1000 * seconds, 1)
 
 
 @dataclass
@@ -80,18 +87,18 @@ class Run:
     tokens: int = 0
     errors: int = 0
 
-    def summary(self) -> dict[str, float]:
+    def summary(self) -> dict[str, float | None]:
         n = len(self.latencies)
         out = {
             "requests": n,
             "errors": self.errors,
             "requests_per_s": round(n / self.wall_s, 2),
             "output_tokens_per_s": round(self.tokens / self.wall_s, 1),
-            "latency_p50_ms": round(1000 * pct(self.latencies, 0.5), 1),
-            "latency_p99_ms": round(1000 * pct(self.latencies, 0.99), 1),
+            "latency_p50_ms": ms(pct(self.latencies, 0.5)),
+            "latency_p99_ms": ms(pct(self.latencies, 0.99)),
         }
         if self.ttfts:
-            out["ttft_p50_ms"] = round(1000 * pct(self.ttfts, 0.5), 1)
+            out["ttft_p50_ms"] = ms(pct(self.ttfts, 0.5))
         return out
 
 
@@ -178,10 +185,18 @@ def configure_cell(common: list[str], fs_root: Path) -> None:
 # ---------------------------------------------------------------- systems
 
 
-async def bench_sax(model_dir: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+Modes = dict[str, Request]
+
+
+@contextlib.asynccontextmanager
+async def sax_system(
+    model_dir: Path, args: argparse.Namespace, work: Path, result: dict[str, Any]
+) -> AsyncIterator[Modes]:
+    """A sax cell (admin + model server processes) serving the model; yields its request modes.
+
+    Also measures the HTTP layer's overhead with the Echo test servable (into `result`).
+    """
     import sax.client as sax_client
-    from sax.models.test import Echo
-    from sax.server.servable import LoadSpec
 
     root = work / "sax_root"
     cell = "/sax/bench"
@@ -195,35 +210,36 @@ async def bench_sax(model_dir: Path, args: argparse.Namespace, work: Path) -> di
         "ignore_eos": True,
         "max_decode_steps": args.tokens,
     }
+    sax = str(BIN / "sax")
+    server_cmd = [sax, "model-server", *common, "--port", str(server_port)]
     admin_log, server_log = work / "admin.log", work / "model_server.log"
     with (
-        process([str(BIN / "sax"), "admin-server", *common, "--port", str(admin_port)], admin_log),
-        process(
-            [str(BIN / "sax"), "model-server", *common, "--port", str(server_port)],
-            server_log,
-        ),
+        process([sax, "admin-server", *common, "--port", str(admin_port)], admin_log),
+        process([*server_cmd, "--backends", "vllm,test"], server_log),
     ):
         wait_http(f"http://127.0.0.1:{admin_port}/healthz", 60, admin_log)
         wait_http(f"http://127.0.0.1:{server_port}/healthz", 60, server_log)
         model_path = (
-            "sax.models.vllm.Tiny" if args.model == "tiny" else ("sax.models.vllm.SmolLM2_135M")
+            "sax.models.vllm.Tiny" if args.model == "tiny" else "sax.models.vllm.SmolLM2_135M"
         )
         lm_id, echo_id = f"{cell}/lm", f"{cell}/echo"
-        checkpoint = str(model_dir)
-        # The admin client is blocking: run it in threads so Ctrl-C still unwinds the processes.
-        await asyncio.to_thread(
-            sax_client.publish, lm_id, model_path, checkpoint, 1, overrides, sax_root=str(root)
-        )
-        await asyncio.to_thread(
-            sax_client.publish, echo_id, "sax.models.test.Echo", "None", 1, sax_root=str(root)
-        )
-        start = time.perf_counter()
-        await asyncio.to_thread(sax_client.wait_for_ready, lm_id, 1, 300, sax_root=str(root))
-        await asyncio.to_thread(sax_client.wait_for_ready, echo_id, 1, 60, sax_root=str(root))
-        load_s = time.perf_counter() - start
 
+        # The admin client is blocking: run it in threads so Ctrl-C still unwinds the processes.
+        async def publish(*args: Any) -> None:
+            await asyncio.to_thread(sax_client.publish, *args, sax_root=str(root))
+
+        async def wait(model_id: str, timeout_s: float) -> None:
+            await asyncio.to_thread(
+                sax_client.wait_for_ready, model_id, 1, timeout_s, sax_root=str(root)
+            )
+
+        await publish(lm_id, model_path, str(model_dir), 1, overrides)
+        await publish(echo_id, "sax.models.test.Echo", "None", 1)
+        start = time.perf_counter()
+        await wait(lm_id, 300)
+        await wait(echo_id, 60)
+        result["sax_load_s"] = round(time.perf_counter() - start, 1)
         lm = sax_client.AsyncModel(lm_id, sax_root=str(root))
-        echo = sax_client.AsyncModel(echo_id, sax_root=str(root))
 
         async def generate(text: str) -> tuple[int, float | None]:
             samples = await lm.lm.generate_samples(text)
@@ -236,75 +252,65 @@ async def bench_sax(model_dir: Path, args: argparse.Namespace, work: Path) -> di
                 async for _chunk in stream:
                     if first is None:
                         first = time.perf_counter()
-            samples = stream.samples() or []
-            return (samples[0].num_tokens if samples else 0), first
+            # Chunks can carry several tokens when the engine outpaces the reader: count tokens.
+            return args.tokens if stream.samples else 0, first
 
-        texts = prompts(args.requests)
-        await load(generate, prompts(args.concurrency), args.concurrency)  # warm up
-        out: dict[str, Any] = {"load_s": round(load_s, 1)}
-        out["generate"] = (await load(generate, texts, args.concurrency)).summary()
-        out["generate_stream"] = (await load(generate_stream, texts, args.concurrency)).summary()
-
-        # HTTP layer overhead: Echo through the server vs Echo in process, sequential calls.
-        local = Echo(LoadSpec(echo_id, "sax.models.test.Echo", "None"))
-        options = local.sampling({})
-        in_process, via_client, via_http = [], [], []
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server_port}") as http:
-            body = {"text": "hello world", "extra_inputs": {}}
-            for _ in range(args.overhead_calls):
-                t = time.perf_counter()
-                await local.generate("hello world", options)
-                in_process.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                await echo.lm.generate("hello world")
-                via_client.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                r = await http.post("/v1/models/echo/lm.generate", json=body)
-                r.raise_for_status()
-                via_http.append(time.perf_counter() - t)
-        base = statistics.median(in_process)
-        out["http_overhead"] = {
-            "in_process_p50_ms": round(1000 * base, 3),
-            "sax_client_p50_ms": round(1000 * statistics.median(via_client), 3),
-            "raw_httpx_p50_ms": round(1000 * statistics.median(via_http), 3),
-            "overhead_p50_ms_client": round(1000 * (statistics.median(via_client) - base), 3),
-            "overhead_p50_ms_httpx": round(1000 * (statistics.median(via_http) - base), 3),
-        }
-        await asyncio.to_thread(sax_client.unpublish, lm_id, sax_root=str(root))
-        await asyncio.to_thread(sax_client.unpublish, echo_id, sax_root=str(root))
-    return out
+        result["http_overhead"] = await http_overhead(
+            sax_client.AsyncModel(echo_id, sax_root=str(root)), server_port, args.overhead_calls
+        )
+        yield {"sax_generate": generate, "sax_generate_stream": generate_stream}
 
 
-async def bench_vllm_server(
-    model_dir: Path, args: argparse.Namespace, work: Path
-) -> dict[str, Any]:
+async def http_overhead(echo: Any, server_port: int, calls: int) -> dict[str, float]:
+    """p50 of lm.generate on Echo via the model server, minus Echo.generate called in process."""
+    from sax.models.test import Echo
+    from sax.server.servable import LoadSpec
+
+    local = Echo(LoadSpec("/sax/bench/echo", "sax.models.test.Echo", "None"))
+    options = local.sampling({})
+    in_process, via_client, via_http = [], [], []
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server_port}") as http:
+        body = {"text": "hello world", "extra_inputs": {}}
+        for _ in range(calls):
+            t = time.perf_counter()
+            await local.generate("hello world", options)
+            in_process.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            await echo.lm.generate("hello world")
+            via_client.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            r = await http.post("/v1/models/echo/lm.generate", json=body)
+            r.raise_for_status()
+            via_http.append(time.perf_counter() - t)
+    base = statistics.median(in_process)
+    return {
+        "in_process_p50_ms": round(1000 * base, 3),
+        "sax_client_p50_ms": round(1000 * statistics.median(via_client), 3),
+        "raw_httpx_p50_ms": round(1000 * statistics.median(via_http), 3),
+        "overhead_p50_ms_client": round(1000 * (statistics.median(via_client) - base), 3),
+        "overhead_p50_ms_httpx": round(1000 * (statistics.median(via_http) - base), 3),
+    }
+
+
+@contextlib.asynccontextmanager
+async def vllm_server_system(
+    model_dir: Path, args: argparse.Namespace, work: Path, result: dict[str, Any]
+) -> AsyncIterator[Modes]:
+    """vLLM's own OpenAI server on the same model and engine settings; yields its modes."""
     port = free_port()
     log = work / "vllm_server.log"
     cmd = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(model_dir),
-        "--served-model-name",
-        "lm",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--dtype",
-        DTYPE,
-        "--max-model-len",
-        str(MAX_MODEL_LEN),
-        "--kv-cache-memory-bytes",
-        str(int(KV_CACHE_GIB * (1 << 30))),
-        "--enforce-eager",
-        "--disable-log-stats",
+        *(sys.executable, "-m", "vllm.entrypoints.openai.api_server"),
+        *("--model", str(model_dir), "--served-model-name", "lm"),
+        *("--host", "127.0.0.1", "--port", str(port)),
+        *("--dtype", DTYPE, "--max-model-len", str(MAX_MODEL_LEN)),
+        *("--kv-cache-memory-bytes", str(int(KV_CACHE_GIB * (1 << 30)))),
+        *("--enforce-eager", "--disable-log-stats"),
     ]
     with process(cmd, log, env={"HF_HUB_OFFLINE": "1"}):
         start = time.perf_counter()
         wait_http(f"http://127.0.0.1:{port}/health", 600, log)
-        load_s = time.perf_counter() - start
+        result["vllm_server_load_s"] = round(time.perf_counter() - start, 1)
         limits = httpx.Limits(max_connections=args.concurrency * 2)
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", timeout=600, limits=limits
@@ -333,14 +339,7 @@ async def bench_vllm_server(
                             tokens = int(data["usage"]["completion_tokens"])
                 return tokens, first
 
-            texts = prompts(args.requests)
-            await load(generate, prompts(args.concurrency), args.concurrency)  # warm up
-            out: dict[str, Any] = {"load_s": round(load_s, 1)}
-            out["completions"] = (await load(generate, texts, args.concurrency)).summary()
-            out["completions_stream"] = (
-                await load(generate_stream, texts, args.concurrency)
-            ).summary()
-    return out
+            yield {"vllm_server": generate, "vllm_server_stream": generate_stream}
 
 
 def offline_worker(model_dir: str, requests: int, tokens: int, sequential: int) -> None:
@@ -380,7 +379,7 @@ def offline_worker(model_dir: str, requests: int, tokens: int, sequential: int) 
         "requests": sequential,
         "requests_per_s": round(sequential / wall, 2),
         "output_tokens_per_s": round(seq_tokens / wall, 1),
-        "latency_p50_ms": round(1000 * pct(latencies, 0.5), 1),
+        "latency_p50_ms": ms(pct(latencies, 0.5)),
     }
     print("RESULT " + json.dumps({"offline": offline, "sequential": baseline}), flush=True)
 
@@ -425,28 +424,42 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "concurrency": args.concurrency,
         "requests": args.requests,
         "output_tokens": args.tokens,
+        "rounds": args.rounds,
         "dtype": DTYPE,
         "kv_cache_gib": KV_CACHE_GIB,
         "cpus": os.cpu_count(),
         "logs": str(work),
     }
-    result["sax"] = await bench_sax(model_dir, args, work)
-    result["vllm_server"] = await bench_vllm_server(model_dir, args, work)
+    # Both servers stay up and the modes alternate round by round: on a shared machine the CPU
+    # available drifts over minutes, so back-to-back blocks would compare different machines.
+    runs: dict[str, list[Run]] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        modes: Modes = {}
+        modes |= await stack.enter_async_context(sax_system(model_dir, args, work, result))
+        modes |= await stack.enter_async_context(vllm_server_system(model_dir, args, work, result))
+        for fn in modes.values():  # warm up
+            await load(fn, prompts(args.concurrency), args.concurrency)
+        texts = prompts(args.requests)
+        for _ in range(args.rounds):
+            for name, fn in modes.items():
+                runs.setdefault(name, []).append(await load(fn, texts, args.concurrency))
+    for name, mode_runs in runs.items():
+        ranked = sorted(mode_runs, key=lambda r: r.tokens / r.wall_s)
+        result[name] = ranked[len(ranked) // 2].summary()  # the median round
+        result[name]["rounds_tokens_per_s"] = [round(r.tokens / r.wall_s, 1) for r in mode_runs]
+    # Offline last, alone: the servers are down by now.
     result.update(bench_offline(model_dir, args, work))
-    sax_tps = result["sax"]["generate"]["output_tokens_per_s"]
+
+    def tps(name: str) -> float:
+        return float(result[name]["output_tokens_per_s"])
+
     result["ratios"] = {
-        "sax_vs_vllm_server_tokens_per_s": round(
-            sax_tps / result["vllm_server"]["completions"]["output_tokens_per_s"], 3
-        ),
+        "sax_vs_vllm_server_tokens_per_s": round(tps("sax_generate") / tps("vllm_server"), 3),
         "sax_stream_vs_vllm_server_stream_tokens_per_s": round(
-            result["sax"]["generate_stream"]["output_tokens_per_s"]
-            / result["vllm_server"]["completions_stream"]["output_tokens_per_s"],
-            3,
+            tps("sax_generate_stream") / tps("vllm_server_stream"), 3
         ),
-        "sax_vs_offline_tokens_per_s": round(sax_tps / result["offline"]["output_tokens_per_s"], 3),
-        "sax_vs_sequential_tokens_per_s": round(
-            sax_tps / result["sequential"]["output_tokens_per_s"], 2
-        ),
+        "sax_vs_offline_tokens_per_s": round(tps("sax_generate") / tps("offline"), 3),
+        "sax_vs_sequential_tokens_per_s": round(tps("sax_generate") / tps("sequential"), 2),
     }
     return result
 
@@ -457,6 +470,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--requests", type=int, default=96)
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per mode")
     parser.add_argument("--sequential", type=int, default=8, help="baseline requests")
     parser.add_argument("--overhead-calls", type=int, default=300)
     parser.add_argument("--offline-worker", metavar="MODEL_DIR", help=argparse.SUPPRESS)

@@ -99,12 +99,17 @@ async def main() -> None:
     parser.add_argument("--concurrency", default="1,32")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; best is kept")
+    parser.add_argument("--prefill-batch", type=int, default=8, help="max prompts per prefill")
     parser.add_argument("--no-transformers", action="store_true")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
 
     cls: type[JaxLM] = SmolLM2_135M if args.model == "smollm2" else Tiny
-    overrides = {"num_slots": max(levels), "max_seq_len": 256, "max_prefill_batch": 8}
+    overrides = {
+        "num_slots": max(levels),
+        "max_seq_len": 256,
+        "max_prefill_batch": args.prefill_batch,
+    }
     servable = cls(LoadSpec(f"/sax/bench/{args.model}", "", "None", overrides))
     t0 = time.perf_counter()
     await servable.load()

@@ -185,7 +185,18 @@ class VllmEngine:
 
         # The engine goes through `built`, not the thread's return value: the finished futures
         # of `to_thread` can outlive the call and would keep a shut-down engine referenced.
-        await asyncio.to_thread(build)
+        starting = asyncio.ensure_future(asyncio.to_thread(build))
+        try:
+            await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            # An unload while loading: the thread cannot be interrupted, so let it finish and
+            # stop what it started; otherwise its engine processes would be orphaned.
+            with contextlib.suppress(Exception):
+                await starting
+            if built:
+                engine = built.pop()
+                await asyncio.to_thread(_stop, engine, _process_tree(cls.engine_pids_of(engine)))
+            raise
         engine = built.pop()
         return cls(engine, settings, holder[0] if holder else _PeakStats())
 

@@ -31,7 +31,7 @@ from sax.models import assets
 from sax.schemas import Sample, StreamItem
 from sax.server.registry import register
 from sax.server.sampling import SamplingOptions, sampling_from_extra
-from sax.server.servable import Servable, ServableConfig
+from sax.server.servable import LoadSpec, Servable, ServableConfig
 
 _GIB = 1 << 30
 _DTYPE_BYTES = {"float32": 4, "auto": 4, "bfloat16": 2, "float16": 2, "half": 2}
@@ -102,7 +102,7 @@ class VllmServable(Servable):
     approx_params: ClassVar[int] = 0
     config: VllmServableConfig
 
-    def __init__(self, spec: Any) -> None:
+    def __init__(self, spec: LoadSpec) -> None:
         super().__init__(spec)
         self.engine: VllmEngine | None = None
 

@@ -142,7 +142,8 @@ async def test_short_request_finishes_while_long_one_decodes(tiny: Tiny) -> None
 
 async def test_cancel_frees_the_slot(tiny: Tiny) -> None:
     engine = tiny._engine()
-    stream = tiny.generate_stream("Once upon a time", tiny.sampling({"max_decode_steps": 100}))
+    start = engine.steps
+    stream = tiny.generate_stream("Once upon a time", tiny.sampling({"max_decode_steps": 120}))
     await stream.__anext__()
     assert engine.slots_in_use() == 1
     await stream.aclose()
@@ -151,24 +152,23 @@ async def test_cancel_frees_the_slot(tiny: Tiny) -> None:
             break
         await asyncio.sleep(0.01)
     assert engine.slots_in_use() == 0
+    # Freed by the cancel, not by running to its 120 tokens.
+    assert engine.steps - start < 100
 
 
 async def test_stream_deltas_rebuild_the_final_text(tiny: Tiny) -> None:
     extra = {"max_decode_steps": 20, "num_samples": 2, "temperature": 1.0, "seed": 5}
-    options = tiny.sampling(extra)
     texts = ["", ""]
-    last_score = [0.0, 0.0]
-    async for items in tiny.generate_stream("She cooked pasta", options):
+    scores = [0.0, 0.0]
+    async for items in tiny.generate_stream("She cooked pasta", tiny.sampling(extra)):
         for item in items:
             assert item.prefix_len == len(texts[item.index])
             texts[item.index] = texts[item.index][: item.prefix_len] + item.text
-            last_score[item.index] = item.score
-    samples = await tiny.generate(
-        "She cooked pasta", tiny.sampling({"max_decode_steps": 20, "temperature": 0.0})
-    )
-    assert all(t for t in texts)
-    assert all(s < 0 for s in last_score)
-    assert samples[0].text  # greedy is deterministic and non-empty
+            scores[item.index] = item.score
+    samples = await tiny.generate("She cooked pasta", tiny.sampling(extra))
+    assert sorted(texts) == sorted(s.text for s in samples)
+    assert sorted(scores) == pytest.approx(sorted(s.score for s in samples))
+    assert texts[0] != texts[1]  # the two samples draw different tokens
 
 
 async def test_seeded_sampling_is_reproducible(tiny: Tiny) -> None:

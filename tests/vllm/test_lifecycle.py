@@ -55,6 +55,41 @@ async def test_unload_stops_engine_processes_and_fails_inflight_requests() -> No
     await servable.unload()  # idempotent
 
 
+async def test_unload_during_load_leaves_no_engine_behind() -> None:
+    """The manager cancels a load when the model is unassigned meanwhile; the engine that was
+    starting in a thread must be stopped, not orphaned."""
+    me = psutil.Process(os.getpid())
+    before = {p.pid for p in me.children(recursive=True)}
+    servable = Tiny(
+        LoadSpec("/sax/test/t3", "sax.models.vllm.Tiny", "None", {"kv_cache_gib": 0.125})
+    )
+    loading = asyncio.create_task(servable.load())
+
+    def engine_cores() -> list[psutil.Process]:
+        return [
+            p
+            for p in me.children(recursive=True)
+            if p.pid not in before and "EngineCore" in " ".join(p.cmdline())
+        ]
+
+    async with asyncio.timeout(60):
+        while not engine_cores():  # noqa: ASYNC110 (waiting for another process to appear)
+            await asyncio.sleep(0.05)
+    cores = engine_cores()
+    loading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await loading
+    assert servable.engine is None
+    assert _live({p.pid for p in cores}) == []
+    # Nothing else it started is left either (multiprocessing's shared resource tracker aside).
+    leftover = [
+        p.pid
+        for p in me.children(recursive=True)
+        if p.pid not in before and "resource_tracker" not in " ".join(p.cmdline())
+    ]
+    assert _live(set(leftover)) == []
+
+
 def test_unknown_override_is_rejected_by_name() -> None:
     with pytest.raises(SaxError) as err:
         Tiny(LoadSpec("/sax/test/t", "sax.models.vllm.Tiny", "None", {"kv_cache_gb": 1}))
