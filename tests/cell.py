@@ -68,24 +68,32 @@ class RealCell:
             self.stop()
             raise
 
-    def start(self, args: Sequence[str], name: str) -> Proc:
+    def start(self, args: Sequence[str], name: str, env: dict[str, str] | None = None) -> Proc:
         """Starts ``sax <args>`` for this cell, logging to ``<tmp>/<name>.log``."""
         proc = Proc(
             [SAX, *args, f"--sax_cell={self.cell}", f"--sax_root={self.sax_root}"],
             self.tmp / f"{name}.log",
+            env=env,
         )
         self.procs.append(proc)
         return proc
 
-    def model_servers(self, n: int, ports: Sequence[int] = ()) -> list[tuple[Proc, str]]:
-        """Starts `n` model servers side by side (on `ports` when given); returns each with its
-        address once all answer /healthz."""
+    def model_servers(
+        self,
+        n: int,
+        ports: Sequence[int] = (),
+        flags: Sequence[str] = ("--backends=test",),
+        env: dict[str, str] | None = None,
+    ) -> list[tuple[Proc, str]]:
+        """Starts `n` model servers side by side (on `ports` when given, with `flags`); returns
+        each with its address once all answer /healthz."""
         ports = list(ports) or [free_port() for _ in range(n)]
         started = [
             (
                 self.start(
-                    ["model-server", f"--port={port}", "--backends=test"],
+                    ["model-server", f"--port={port}", *flags],
                     f"ms{port}-{len(self.procs)}",  # a restart on the same port logs apart
+                    env,
                 ),
                 f"127.0.0.1:{port}",
             )
@@ -95,8 +103,13 @@ class RealCell:
             wait_http(f"http://{address}/healthz")
         return started
 
-    def model_server(self, port: int | None = None) -> tuple[Proc, str]:
-        return self.model_servers(1, [port] if port else [])[0]
+    def model_server(
+        self,
+        port: int | None = None,
+        flags: Sequence[str] = ("--backends=test",),
+        env: dict[str, str] | None = None,
+    ) -> tuple[Proc, str]:
+        return self.model_servers(1, [port] if port else [], flags, env)[0]
 
     def saxutil(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

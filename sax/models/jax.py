@@ -143,7 +143,9 @@ class JaxLM(Servable):
                 num_slots=c.num_slots,
                 max_seq_len=c.max_seq_len,
                 max_prefill_batch=c.max_prefill_batch,
-                topology=c.topology,
+                topology=c.topology
+                if "topology" in self.spec.overrides
+                else self.spec.platform_topology,
             ),
             eos_ids=self._eos_ids(cfg),
         )

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 DRAIN_S = 5.0  # how long an unload waits for admitted requests to finish
 
 
-def spec_of(assignment: Assignment) -> LoadSpec:
+def spec_of(assignment: Assignment, chip: str = "cpu", topology: str = "1") -> LoadSpec:
     return LoadSpec(
         model_id=assignment.model_id,
         model_path=assignment.model_path,
@@ -43,6 +43,8 @@ def spec_of(assignment: Assignment) -> LoadSpec:
         overrides=dict(assignment.overrides),
         acls=dict(assignment.acls),
         uuid=assignment.uuid,
+        platform_chip=chip,
+        platform_topology=topology,
     )
 
 
@@ -212,7 +214,8 @@ class ModelServer:
 
     async def apply(self, assignment: Iterable[Assignment]) -> None:
         """Reconciles towards `assignment`; returns at once, loads and unloads run behind."""
-        desired = {a.model_id: spec_of(a) for a in assignment}
+        chip, topology = self.opts.chip, self.opts.topology
+        desired = {a.model_id: spec_of(a, chip, topology) for a in assignment}
         changed = False
         for model_id, held in list(self._models.items()):
             if model_id not in desired and held.status is not ReplicaStatus.UNLOADING:

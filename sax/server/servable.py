@@ -45,6 +45,8 @@ class LoadSpec:
     overrides: Mapping[str, Any] = field(default_factory=dict)
     acls: Mapping[str, str] = field(default_factory=dict)
     uuid: str = ""
+    platform_chip: str = "cpu"  # the model server's own platform, for engines that shard
+    platform_topology: str = "1"
 
     @property
     def random_weights(self) -> bool:
