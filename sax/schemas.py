@@ -281,6 +281,9 @@ class StreamItem(Response):
     text: str
     prefix_len: int
     score: float
+    num_tokens: int = Field(
+        default=0, description="tokens generated for this sample so far; 0 = unknown"
+    )
 
 
 class StreamChunk(Response):

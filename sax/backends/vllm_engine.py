@@ -299,12 +299,14 @@ class VllmEngine:
         """
         params = sampling_params(options, ignore_eos=ignore_eos, stream=True)
         emitted = [0] * options.num_samples
+        generated = [0] * options.num_samples
         async with contextlib.aclosing(
             self._run("stream", self._prompt(prompt), params)
         ) as results:
             async for out in results:
                 items = []
                 for o in out.outputs:
+                    generated[o.index] += len(o.token_ids)
                     # One item per decode step, even when the detokenizer holds back an
                     # incomplete character (empty text): the score still moved.
                     items.append(
@@ -313,6 +315,7 @@ class VllmEngine:
                             text=o.text,
                             prefix_len=emitted[o.index],
                             score=_finite(o.cumulative_logprob),
+                            num_tokens=generated[o.index],
                         )
                     )
                     emitted[o.index] += len(o.text)

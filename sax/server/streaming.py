@@ -8,8 +8,8 @@ send in-band.
 
 Chunk semantics (as the engines emit them): a `StreamItem` carries a text delta (the full text is
 ``acc[:prefix_len] + text``) and `score`, the sample's cumulative log-probability so far; a
-final sample takes its last score, and `num_tokens` counts the chunks of that sample (one per
-decode step for engines that stream per token).
+final sample takes its last score and its last `num_tokens` (the chunk count when an engine
+does not report one).
 
 `close()` is idempotent and runs from `chunks()`'s ``finally`` and from the response's
 background task, so the admission slot is released and the engine iterator closed (aborting the
@@ -98,7 +98,9 @@ class GenerateStream:
                 tokens.extend([0] * grow)
             texts[i] = texts[i][: item.prefix_len] + item.text
             scores[i] = item.score
-            tokens[i] += 1
+            # Engines may merge several tokens into one delta when the reader lags; trust their
+            # count when they give one.
+            tokens[i] = item.num_tokens or tokens[i] + 1
 
     def samples(self) -> list[Sample]:
         limit = self.options.max_decode_steps

@@ -72,7 +72,7 @@ async def test_stream_reassembles_to_the_greedy_text(tiny: Tiny) -> None:
     opts = tiny.sampling({"per_example_max_decode_steps": 20})
     [expected] = await tiny.generate(PROMPT, opts)
     text = ""
-    chunks = 0
+    chunks = last_tokens = 0
     last_score = 0.0
     async for items in tiny.generate_stream(PROMPT, opts):
         for item in items:
@@ -80,8 +80,10 @@ async def test_stream_reassembles_to_the_greedy_text(tiny: Tiny) -> None:
             assert item.prefix_len == len(text)  # never rewrites what was sent
             text = text[: item.prefix_len] + item.text
             last_score = item.score
+            last_tokens = item.num_tokens
         chunks += 1
     assert text == expected.text
+    assert last_tokens == expected.num_tokens
     assert chunks > 1  # streamed, not one final blob
     assert last_score == pytest.approx(expected.score, abs=1e-3)
 

@@ -57,6 +57,8 @@ async def test_lm_generate_stream_sse_reassembles(model_server: Served, tiny: Ti
                         text = text[: item["prefix_len"]] + item["text"]
                 elif event == "done":
                     assert data["samples"][0]["text"] == expected.text
+                    # Counted from the engine's token ids, not from the number of chunks.
+                    assert data["samples"][0]["num_tokens"] == expected.num_tokens
     assert text == expected.text
     assert events.count("chunk") > 1 and events[-1] == "done"
 

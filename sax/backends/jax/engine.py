@@ -550,7 +550,13 @@ class Engine:
             if delta or (seq.done and not seq.announced):
                 seq.announced = seq.done
                 items.append(
-                    StreamItem(index=seq.index, text=delta, prefix_len=start, score=seq.score)
+                    StreamItem(
+                        index=seq.index,
+                        text=delta,
+                        prefix_len=start,
+                        score=seq.score,
+                        num_tokens=len(seq.ids),
+                    )
                 )
         if items:
             req.post(items)
