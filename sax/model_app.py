@@ -174,7 +174,7 @@ def _data_router(server: ModelServer) -> APIRouter:
         servable = model.engine
         options = servable.sampling(body.extra_inputs)
         samples = await gate.run(
-            partial(servable.generate, body.text, options),
+            partial(servable.generate, servable.lm_prompt(body.text), options),
             body.timeout_s or default_timeout,
             request.receive,
         )
@@ -190,9 +190,8 @@ def _data_router(server: ModelServer) -> APIRouter:
         gate = _gate(model, "lm.generate_stream", request)
         servable = model.engine
         options = servable.sampling(body.extra_inputs)
-        stream = GenerateStream(
-            gate, servable, body.text, options, body.timeout_s or default_timeout
-        )
+        prompt = servable.lm_prompt(body.text)
+        stream = GenerateStream(gate, servable, prompt, options, body.timeout_s or default_timeout)
         await stream.start(request.receive)
         return EventSourceResponse(
             _sax_events(stream), sep="\n", background=BackgroundTask(stream.close)

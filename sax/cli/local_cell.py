@@ -48,9 +48,18 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: fl
     raise RuntimeError(f"{url} did not come up in {timeout_s:.0f}s; see {log}")
 
 
-def _show(cmd: list[str], env: dict[str, str]) -> None:
+def _show(cmd: list[str], env: dict[str, str], max_lines: int = 0) -> None:
+    """Prints a command and runs it; with `max_lines`, only the first lines of what it prints."""
     print(f"\n$ {shlex.join(cmd)}", flush=True)
-    subprocess.run(cmd, env=env, check=False)
+    if not max_lines:
+        subprocess.run(cmd, env=env, check=False)
+        return
+    out = subprocess.run(cmd, env=env, check=False, capture_output=True, text=True)
+    lines = out.stdout.splitlines()
+    print("\n".join(lines[:max_lines]))
+    if len(lines) > max_lines:
+        print(f"... ({len(lines) - max_lines} more lines)")
+    print(out.stderr, end="", file=sys.stderr, flush=True)
 
 
 def _demo(sax_root: str, cell: str, server_port: int) -> None:
@@ -69,7 +78,7 @@ def _demo(sax_root: str, cell: str, server_port: int) -> None:
     _show([saxutil, "ls", f"{cell}/smollm"], env)
     _show([saxutil, "lm.generate", f"{cell}/smollm", QUESTION], env)
     _show([saxutil, "lm.generate", "--stream", f"{cell}/smollm", "Name three colors."], env)
-    _show([saxutil, "lm.embed", f"{cell}/minilm", "I like eating apples."], env)
+    _show([saxutil, "lm.embed", f"{cell}/minilm", "I like eating apples."], env, max_lines=6)
     body = {
         "model": "smollm",
         "messages": [{"role": "user", "content": QUESTION}],

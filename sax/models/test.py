@@ -19,6 +19,7 @@ class EchoConfig(ServableConfig):
     load_delay_s: float = 0.0
     reply_delay_s: float = 0.0
     memory_bytes: int = 1 << 20
+    chat: bool = False  # echo the chat-wrapped prompt, as an instruct servable would see it
 
 
 @register("sax.models.test.Echo")

@@ -230,6 +230,7 @@ class Tiny(VllmServable):
 class SmolLM2Config(VllmServableConfig):
     max_model_len: int = 2048
     max_decode_steps: int = 128
+    chat: bool = True  # lm.generate wraps the text in the chat template (an instruct model)
 
 
 @register("sax.models.vllm.SmolLM2_135M")

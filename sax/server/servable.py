@@ -117,6 +117,17 @@ class Servable(abc.ABC):
     ) -> GradientResponse:
         raise self._unimplemented("lm.gradient")
 
+    def lm_prompt(self, text: str) -> str:
+        """What the Saxml lm.generate methods send to the engine for `text`.
+
+        Instruct servables whose config sets ``chat=True`` wrap the text as one user turn in the
+        tokenizer's chat template, so ``saxutil lm.generate /sax/c/m "question"`` gets an answer
+        rather than a continuation. lm.score and OpenAI ``/v1/completions`` always see raw text.
+        """
+        if getattr(self.config, "chat", False):
+            return self.chat_prompt([{"role": "user", "content": text}])
+        return text
+
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         """Renders chat messages into a prompt (the tokenizer's chat template where it has one)."""
         lines = [f"{m.get('role', 'user')}: {m.get('content', '')}" for m in messages]

@@ -214,3 +214,19 @@ async def test_client_disconnect_mid_stream_closes_the_engine_stream() -> None:
         assert pending(server, "m", "lm.generate_stream") == 1
         writer.close()
         assert await _until(lambda: pending(server, "m", "lm.generate_stream") == 0) < 1.0
+
+
+async def test_instruct_servables_wrap_lm_generate_in_the_chat_prompt() -> None:
+    """lm.generate[_stream] send `lm_prompt(text)` (one user turn when the config says chat);
+    OpenAI completions send the raw prompt."""
+    chat = assign("m", overrides={"chat": True})
+    async with echo_server(chat) as (_, url), httpx.AsyncClient(base_url=url) as c:
+        r = await c.post("/v1/models/m/lm.generate", json={"text": "hi there"})
+        assert r.json()["samples"][0]["text"] == "user: hi there\nassistant:"
+        async with c.stream(
+            "POST", "/v1/models/m/lm.generate_stream", json={"text": "hi there"}
+        ) as s:
+            events = await sse_events(s)
+        assert events[-1][1]["samples"][0]["text"] == "user: hi there\nassistant:"
+        r = await c.post("/v1/completions", json={"model": "m", "prompt": "hi there"})
+        assert r.json()["choices"][0]["text"] == "hi there"

@@ -28,7 +28,9 @@ async def smollm2() -> AsyncIterator[SmolLM2_135M]:
 
 
 async def test_chat_answers_with_real_knowledge(smollm2: SmolLM2_135M) -> None:
-    prompt = smollm2.chat_prompt([{"role": "user", "content": "What is the capital of France?"}])
+    question = "What is the capital of France?"
+    prompt = smollm2.chat_prompt([{"role": "user", "content": question}])
+    assert smollm2.lm_prompt(question) == prompt  # saxutil lm.generate asks it as a user turn
     assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")
     [answer] = await smollm2.generate(
         prompt, smollm2.sampling({"per_example_max_decode_steps": 24})
