@@ -38,13 +38,13 @@ from sax.errors import invalid, unavailable
 from sax.models import assets
 from sax.schemas import GradientResponse, Sample, StreamItem, Tensor
 from sax.server.registry import register
-from sax.server.sampling import SamplingOptions, sampling_from_extra
-from sax.server.servable import Servable, ServableConfig
+from sax.server.sampling import SamplingOptions
+from sax.server.servable import SamplingConfig, Servable, ServableConfig
 
 _DTYPES = {"float32": (np.float32, 4), "bfloat16": (ml_dtypes.bfloat16, 2)}
 
 
-class JaxLMConfig(ServableConfig):
+class JaxLMConfig(SamplingConfig):
     """Overridable settings: engine sizing, weights, default sampling."""
 
     topology: str = "1"
@@ -54,11 +54,6 @@ class JaxLMConfig(ServableConfig):
     dtype: str = "float32"
     random_init: bool = False
     seed: int = 0
-    # Default sampling; each request's extra inputs override these.
-    temperature: float = 0.0
-    max_decode_steps: int = 64
-    top_k: int = 0
-    top_p: float = 1.0
 
 
 class JaxLM(Servable):
@@ -197,16 +192,6 @@ class JaxLM(Servable):
         return super().chat_prompt(messages)
 
     # ------------------------------------------------------------ data methods
-
-    def sampling(self, extra: Mapping[str, Any]) -> SamplingOptions:
-        c = self.config
-        defaults = SamplingOptions(
-            temperature=c.temperature,
-            max_decode_steps=c.max_decode_steps,
-            top_k=c.top_k,
-            top_p=c.top_p,
-        )
-        return sampling_from_extra(extra, defaults)
 
     async def generate(self, text: str, options: SamplingOptions) -> list[Sample]:
         """Samples sorted by descending score, as Saxml's decoder returns them."""

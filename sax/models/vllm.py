@@ -30,14 +30,14 @@ from sax.errors import unavailable
 from sax.models import assets
 from sax.schemas import Sample, StreamItem
 from sax.server.registry import register
-from sax.server.sampling import SamplingOptions, sampling_from_extra
-from sax.server.servable import LoadSpec, Servable, ServableConfig
+from sax.server.sampling import SamplingOptions
+from sax.server.servable import LoadSpec, SamplingConfig, Servable, ServableConfig
 
 _GIB = 1 << 30
 _DTYPE_BYTES = {"float32": 4, "auto": 4, "bfloat16": 2, "float16": 2, "half": 2}
 
 
-class VllmServableConfig(ServableConfig):
+class VllmServableConfig(SamplingConfig):
     """Overridable settings of a vLLM servable (engine sizing + default sampling)."""
 
     dtype: str = "float32"
@@ -48,11 +48,6 @@ class VllmServableConfig(ServableConfig):
     tensor_parallel_size: int = 1
     enforce_eager: bool | None = None
     seed: int = 0
-    # Default sampling; each request's extra inputs override these.
-    temperature: float = 0.0
-    max_decode_steps: int = 64
-    top_k: int = 0
-    top_p: float = 1.0
     # Decode to the step limit even past EOS: fixed-length outputs for benchmarks and load tests.
     ignore_eos: bool = False
 
@@ -164,16 +159,6 @@ class VllmServable(Servable):
         return self.engine
 
     # ------------------------------------------------------------ data methods
-
-    def sampling(self, extra: Mapping[str, Any]) -> SamplingOptions:
-        cfg = self.config
-        defaults = SamplingOptions(
-            temperature=cfg.temperature,
-            max_decode_steps=cfg.max_decode_steps,
-            top_k=cfg.top_k,
-            top_p=cfg.top_p,
-        )
-        return sampling_from_extra(extra, defaults)
 
     async def generate(self, text: str, options: SamplingOptions) -> list[Sample]:
         engine = self._engine("lm.generate")

@@ -37,6 +37,15 @@ class ServableConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+class SamplingConfig(ServableConfig):
+    """Default sampling a publisher may override; each request's extra inputs override these."""
+
+    temperature: float = 0.0
+    max_decode_steps: int = 64
+    top_k: int = 0
+    top_p: float = 1.0
+
+
 @dataclass(frozen=True)
 class LoadSpec:
     model_id: str
@@ -91,9 +100,20 @@ class Servable(abc.ABC):
         """Stops the engine and frees its memory."""
 
     def sampling(self, extra: Mapping[str, Any]) -> SamplingOptions:
+        """Request options: `extra` over the config's defaults (a `SamplingConfig`) or the
+        class's `default_sampling`."""
         from sax.server.sampling import sampling_from_extra
 
-        return sampling_from_extra(extra, self.default_sampling)
+        c = self.config
+        defaults = self.default_sampling
+        if isinstance(c, SamplingConfig):
+            defaults = SamplingOptions(
+                temperature=c.temperature,
+                max_decode_steps=c.max_decode_steps,
+                top_k=c.top_k,
+                top_p=c.top_p,
+            )
+        return sampling_from_extra(extra, defaults)
 
     async def generate(self, text: str, options: SamplingOptions) -> list[Sample]:
         raise self._unimplemented("lm.generate")
