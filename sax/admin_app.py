@@ -8,7 +8,7 @@ streamed size), unknown routes as 404 NOT_FOUND.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 
 from sax.admin import status_page
 from sax.admin.cell import Cell
+from sax.body_limit import BodyLimit
 from sax.errors import HTTP_STATUS, Code, SaxError
 from sax.schemas import (
     MAX_BODY_BYTES,
@@ -37,12 +38,6 @@ from sax.schemas import (
     WaitResponse,
     WatchResult,
 )
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _CODE_BY_STATUS = {status: code for code, status in HTTP_STATUS.items()}
 
@@ -200,42 +195,6 @@ def _install_errors(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(Exception, internal_error)
-
-
-class _TooLarge(HTTPException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body is larger than {limit} bytes")
-
-
-class BodyLimit:
-    """Rejects request bodies over `max_bytes` with 413, by Content-Length or as they stream."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        for key, value in scope.get("headers", ()):
-            if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                exc = _TooLarge(self.max_bytes)
-                response = error_response(Code.INVALID_ARGUMENT, str(exc.detail), 413)
-                await response(scope, receive, send)
-                return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge(self.max_bytes)
-            return message
-
-        await self.app(scope, limited, send)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
+from sax.body_limit import BodyLimit
 from sax.errors import Code, SaxError, invalid
 from sax.schemas import (
     EmbedRequest,
@@ -373,6 +374,7 @@ def create_app(server: ModelServer) -> FastAPI:
         version="1",
     )
     _install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=server.opts.max_body_bytes)  # type: ignore[arg-type]
     app.include_router(_data_router(server))
     app.include_router(_openai_router(server))
     app.include_router(_status_router(server))

@@ -20,3 +20,4 @@ class ServerOptions:
     max_concurrent_loads: int = 2
     max_inflight_per_method: int = 256
     default_timeout_s: float = 600.0
+    max_body_bytes: int = 64 << 20  # data requests; larger bodies get 413

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -230,3 +231,23 @@ async def test_instruct_servables_wrap_lm_generate_in_the_chat_prompt() -> None:
         assert events[-1][1]["samples"][0]["text"] == "user: hi there\nassistant:"
         r = await c.post("/v1/completions", json={"model": "m", "prompt": "hi there"})
         assert r.json()["choices"][0]["text"] == "hi there"
+
+
+async def test_oversized_bodies_are_413_and_reach_no_servable() -> None:
+    async with echo_server(assign("m"), max_body_bytes=1000) as (server, url):
+        async with httpx.AsyncClient(base_url=url) as c:
+            r = await c.post("/v1/models/m/lm.generate", json={"text": "x" * 2000})
+            assert r.status_code == 413
+            assert r.json()["error"]["message"] == "request body is larger than 1000 bytes"
+
+            async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: checked as it streams
+                yield b'{"text": "'
+                for _ in range(20):
+                    yield b"y" * 100
+                yield b'"}'
+
+            r = await c.post("/v1/models/m/lm.generate", content=chunks())
+            assert r.status_code == 413
+            r = await c.post("/v1/models/m/lm.generate", json={"text": "small"})
+            assert r.status_code == 200
+        assert server.loaded("m").gates["lm.generate"].stats.pending == 0
