@@ -65,12 +65,23 @@ class StatePersister:
             except SaxError as exc:
                 if exc.code != Code.FAILED_PRECONDITION:
                     raise
+                landed = await asyncio.to_thread(self._landed, state)
+                if landed is not None and self._lease.is_leader():
+                    self._generation = landed
+                    return
                 self._lease.mark_lost(f"state.json was written by another admin ({exc.message})")
                 raise unavailable(
                     f"this admin is no longer the leader of {self._states.cell}"
                 ) from exc
             except Exception as exc:
                 raise unavailable(f"could not save the cell state: {exc}") from exc
+
+
+    def _landed(self, state: CellState) -> Generation | None:
+        """The generation of state.json if it already holds `state`: a storage client that retried
+        an upload whose first attempt landed sees its own write as a lost race."""
+        current, generation = self._states.read()
+        return generation if current == state else None
 
 
 def advertised_host(host: str) -> str:
