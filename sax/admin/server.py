@@ -76,7 +76,6 @@ class StatePersister:
             except Exception as exc:
                 raise unavailable(f"could not save the cell state: {exc}") from exc
 
-
     def _landed(self, state: CellState) -> Generation | None:
         """The generation of state.json if it already holds `state`: a storage client that retried
         an upload whose first attempt landed sees its own write as a lost race."""

@@ -129,21 +129,46 @@ class AdminClient:
                     timeout=http.timeout(_attempt_timeout(deadline, attempt_timeout_s)),
                 )
                 return _check(response)
-            except httpx.HTTPError as exc:
-                error = http.error_from_transport(exc, f"admin {address}")
-                if error.code == Code.DEADLINE_EXCEEDED:
-                    raise deadline.exceeded(f"admin {method} {path}", last or error) from exc
-                last = error
-            except SaxError as exc:
-                if exc.code not in ADMIN_RETRYABLE:
-                    raise
-                last = exc
-            if last.code == Code.UNAVAILABLE and address:
-                self.locator.forget(address)
-            delay = backoff.next_delay()
-            if delay is None:
-                raise deadline.exceeded(f"admin {method} {path}", last)
-            time.sleep(delay)
+            except (httpx.HTTPError, SaxError) as exc:
+                last = _retryable(exc, f"admin {method} {path}", address, deadline, last)
+            time.sleep(
+                _next_delay(
+                    self.locator, backoff, deadline, f"admin {method} {path}", last, address
+                )
+            )
+
+
+def _retryable(
+    exc: Exception, what: str, address: str, deadline: Deadline, last: SaxError | None
+) -> SaxError:
+    """The error to retry after a failed admin attempt; raises what must not be retried."""
+    if isinstance(exc, httpx.HTTPError):
+        error = http.error_from_transport(exc, f"admin {address}")
+        if error.code == Code.DEADLINE_EXCEEDED:
+            raise deadline.exceeded(what, last or error) from exc
+        return error
+    assert isinstance(exc, SaxError)
+    if exc.code not in ADMIN_RETRYABLE:
+        raise exc
+    return exc
+
+
+def _next_delay(
+    locator: AdminLocator,
+    backoff: Backoff,
+    deadline: Deadline,
+    what: str,
+    last: SaxError,
+    address: str,
+) -> float:
+    """How long to wait before the next attempt; an UNAVAILABLE admin is forgotten so the next
+    attempt re-reads location.json (a new leader). Raises once the deadline is spent."""
+    if last.code == Code.UNAVAILABLE and address:
+        locator.forget(address)
+    delay = backoff.next_delay()
+    if delay is None:
+        raise deadline.exceeded(what, last)
+    return delay
 
 
 class AsyncAdminClient:
@@ -176,18 +201,10 @@ class AsyncAdminClient:
                     timeout=http.timeout(_attempt_timeout(deadline, attempt_timeout_s)),
                 )
                 return _check(response)
-            except httpx.HTTPError as exc:
-                error = http.error_from_transport(exc, f"admin {address}")
-                if error.code == Code.DEADLINE_EXCEEDED:
-                    raise deadline.exceeded(f"admin {method} {path}", last or error) from exc
-                last = error
-            except SaxError as exc:
-                if exc.code not in ADMIN_RETRYABLE:
-                    raise
-                last = exc
-            if last.code == Code.UNAVAILABLE and address:
-                self.locator.forget(address)
-            delay = backoff.next_delay()
-            if delay is None:
-                raise deadline.exceeded(f"admin {method} {path}", last)
-            await asyncio.sleep(delay)
+            except (httpx.HTTPError, SaxError) as exc:
+                last = _retryable(exc, f"admin {method} {path}", address, deadline, last)
+            await asyncio.sleep(
+                _next_delay(
+                    self.locator, backoff, deadline, f"admin {method} {path}", last, address
+                )
+            )

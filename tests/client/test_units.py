@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 
 from sax.client.locations import ReplicaSet, print_changes
@@ -96,13 +97,20 @@ def test_picker_skips_ejected_and_avoided_replicas_unless_nothing_is_left() -> N
 
 
 def test_picker_spreads_load_evenly() -> None:
-    picker = Picker()
-    counts = {a: 0 for a in "abcd"}
-    for _ in range(400):
-        choice = picker.acquire(list(counts))
-        assert choice is not None
-        counts[choice] += 1
-    assert max(counts.values()) - min(counts.values()) <= 2  # nothing released: pure balance
+    # Seeded, so the draw is repeatable; uniform random picks would spread ~±15 here, power of
+    # two choices stays within a few requests.
+    saved = random.getstate()
+    random.seed(7)
+    try:
+        picker = Picker()
+        counts = {a: 0 for a in "abcd"}
+        for _ in range(400):
+            choice = picker.acquire(list(counts))
+            assert choice is not None
+            counts[choice] += 1
+    finally:
+        random.setstate(saved)
+    assert max(counts.values()) - min(counts.values()) <= 3  # nothing released: pure balance
 
 
 def test_sse_parser_dispatches_on_blank_lines_and_ignores_comments() -> None:
