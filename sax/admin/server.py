@@ -132,7 +132,8 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
     loop = asyncio.get_running_loop()
     installed = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        # RuntimeError/ValueError: not the main thread (embedded use); the caller stops us then.
+        with contextlib.suppress(RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
     try:
