@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -62,6 +62,7 @@ from sax.server import openai_compat as oa
 from sax.server.admission import PRINCIPAL_HEADER, Gate, cancelled_on_disconnect
 from sax.server.manager import Model, ModelServer
 from sax.server.metrics import server_registry
+from sax.server.servable import Servable
 from sax.server.streaming import GenerateStream
 
 log = logging.getLogger(__name__)
@@ -168,17 +169,25 @@ def _data_router(server: ModelServer) -> APIRouter:
     router = APIRouter(prefix="/v1/models/{name}", tags=["data"], responses=ERRORS)
     default_timeout = server.opts.default_timeout_s
 
+    async def call(
+        name: str,
+        method: str,
+        request: Request,
+        timeout_s: float | None,
+        make: Callable[[Servable], Callable[[], Awaitable[Any]]],
+    ) -> Any:
+        """Looks the model up, checks its ACL, and runs ``make(servable)`` under admission, the
+        request's deadline and disconnect cancellation."""
+        model = server.loaded(name)
+        gate = _gate(model, method, request)
+        return await gate.run(make(model.engine), timeout_s or default_timeout, request.receive)
+
     @router.post("/lm.generate", response_model=GenerateResponse)
     async def generate(name: str, body: GenerateRequest, request: Request) -> Response:
-        model = server.loaded(name)
-        gate = _gate(model, "lm.generate", request)
-        servable = model.engine
-        options = servable.sampling(body.extra_inputs)
-        samples = await gate.run(
-            partial(servable.generate, servable.lm_prompt(body.text), options),
-            body.timeout_s or default_timeout,
-            request.receive,
-        )
+        def make(s: Servable) -> Callable[[], Awaitable[Any]]:
+            return partial(s.generate, s.lm_prompt(body.text), s.sampling(body.extra_inputs))
+
+        samples = await call(name, "lm.generate", request, body.timeout_s, make)
         return _json(GenerateResponse(samples=samples).model_dump_json())
 
     @router.post(
@@ -200,34 +209,34 @@ def _data_router(server: ModelServer) -> APIRouter:
 
     @router.post("/lm.score", response_model=ScoreResponse)
     async def score(name: str, body: ScoreRequest, request: Request) -> Response:
-        model = server.loaded(name)
-        gate = _gate(model, "lm.score", request)
-        scores = await gate.run(
-            partial(model.engine.score, body.prefix, body.suffixes, body.extra_inputs),
-            body.timeout_s or default_timeout,
-            request.receive,
+        scores = await call(
+            name,
+            "lm.score",
+            request,
+            body.timeout_s,
+            lambda s: partial(s.score, body.prefix, body.suffixes, body.extra_inputs),
         )
         return _json(ScoreResponse(scores=scores).model_dump_json())
 
     @router.post("/lm.embed", response_model=EmbedResponse)
     async def embed(name: str, body: EmbedRequest, request: Request) -> Response:
-        model = server.loaded(name)
-        gate = _gate(model, "lm.embed", request)
-        vector = await gate.run(
-            partial(model.engine.embed, body.text, body.extra_inputs),
-            body.timeout_s or default_timeout,
-            request.receive,
+        vector = await call(
+            name,
+            "lm.embed",
+            request,
+            body.timeout_s,
+            lambda s: partial(s.embed, body.text, body.extra_inputs),
         )
         return _json(EmbedResponse(embedding=vector).model_dump_json())
 
     @router.post("/lm.gradient", response_model=GradientResponse)
     async def gradient(name: str, body: GradientRequest, request: Request) -> Response:
-        model = server.loaded(name)
-        gate = _gate(model, "lm.gradient", request)
-        result = await gate.run(
-            partial(model.engine.gradient, body.prefix, body.suffix, body.extra_inputs),
-            body.timeout_s or default_timeout,
-            request.receive,
+        result = await call(
+            name,
+            "lm.gradient",
+            request,
+            body.timeout_s,
+            lambda s: partial(s.gradient, body.prefix, body.suffix, body.extra_inputs),
         )
         return _json(result.model_dump_json())
 
