@@ -5,7 +5,9 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.sax-installed
 PYTHON ?= python3
 
-.PHONY: install demo test lint bench-control bench-data bench-jax openapi clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install browser demo test lint bench-control bench-data bench-jax openapi clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +29,12 @@ lint: install
 	$(VENV)/bin/ruff format --check sax tests bench
 	$(VENV)/bin/mypy
 
-test: lint
+# Debian's headless Chromium, for the test that renders Swagger UI in a real browser.
+browser:
+	command -v chromium >/dev/null || ($(SUDO) apt-get update -q && \
+		$(SUDO) apt-get install -y -q --no-install-recommends chromium)
+
+test: lint browser
 	$(VENV)/bin/pytest -q -x
 
 openapi: install

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 
 from sax.admin import status_page
 from sax.admin.cell import Cell
+from sax.api_docs import fastapi_app
 from sax.body_limit import BodyLimit
 from sax.errors import HTTP_STATUS, Code, SaxError
 from sax.schemas import (
@@ -54,7 +55,7 @@ def create_app(cell: Cell) -> FastAPI:
             if owned:
                 await cell.stop()
 
-    app = FastAPI(
+    app = fastapi_app(
         title="sax admin",
         version="1",
         description=f"Control plane of the sax cell {cell.cell}: publish models, watch where "
@@ -110,7 +111,7 @@ def create_app(cell: Cell) -> FastAPI:
     async def stats(model: str = "") -> CellStats:
         return await cell.stats(model or None)
 
-    @app.get("/v1/servers", tags=["cell"])
+    @app.get("/v1/servers", tags=["cell"], operation_id="list_servers")
     async def servers() -> ServerList:
         return await cell.servers()
 

@@ -41,6 +41,7 @@ from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
+from sax.api_docs import fastapi_app
 from sax.body_limit import BodyLimit
 from sax.errors import Code, SaxError, invalid
 from sax.schemas import (
@@ -303,7 +304,9 @@ def _openai_router(server: ModelServer) -> APIRouter:
             events, media_type="text/event-stream", background=BackgroundTask(stream.close)
         )
 
-    @router.post("/completions", response_model=oa.CompletionResponse)
+    @router.post(
+        "/completions", response_model=oa.CompletionResponse, operation_id="create_completion"
+    )
     async def completions(body: oa.CompletionRequest, request: Request) -> Response:
         model = server.loaded(body.model)
         prompts = body.prompts()
@@ -315,7 +318,11 @@ def _openai_router(server: ModelServer) -> APIRouter:
         tokens = sum(model.engine.count_tokens(p) for p in prompts)
         return _json(oa.completion_response(body.model, per_prompt, tokens).model_dump_json())
 
-    @router.post("/chat/completions", response_model=oa.ChatCompletionResponse)
+    @router.post(
+        "/chat/completions",
+        response_model=oa.ChatCompletionResponse,
+        operation_id="create_chat_completion",
+    )
     async def chat_completions(body: oa.ChatCompletionRequest, request: Request) -> Response:
         model = server.loaded(body.model)
         prompt = model.engine.chat_prompt(body.message_dicts())
@@ -325,7 +332,9 @@ def _openai_router(server: ModelServer) -> APIRouter:
         tokens = model.engine.count_tokens(prompt)
         return _json(oa.chat_response(body.model, samples, tokens).model_dump_json())
 
-    @router.post("/embeddings", response_model=oa.EmbeddingResponse)
+    @router.post(
+        "/embeddings", response_model=oa.EmbeddingResponse, operation_id="create_embedding"
+    )
     async def embeddings(body: oa.EmbeddingRequest, request: Request) -> Response:
         model = server.loaded(body.model)
         gate = _gate(model, "lm.embed", request)
@@ -354,7 +363,7 @@ def _status_router(server: ModelServer) -> APIRouter:
     router = APIRouter(tags=["status"])
     registry = server_registry(server)
 
-    @router.get("/v1/status", response_model=ServerStatus)
+    @router.get("/v1/status", response_model=ServerStatus, operation_id="server_status")
     async def status() -> Response:
         return _json(
             ServerStatus(
@@ -377,7 +386,7 @@ def _status_router(server: ModelServer) -> APIRouter:
 
 
 def create_app(server: ModelServer) -> FastAPI:
-    app = FastAPI(
+    app = fastapi_app(
         title="sax model server",
         summary="Saxml data API (lm.*, vm.*) and an OpenAI-compatible subset",
         version="1",
