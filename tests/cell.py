@@ -99,8 +99,8 @@ class RealCell:
             )
             for port in ports
         ]
-        for _, address in started:
-            wait_http(f"http://{address}/healthz")
+        for _, address in started:  # a server imports its engines before it listens
+            wait_http(f"http://{address}/healthz", timeout_s=180)
         return started
 
     def model_server(

@@ -22,17 +22,17 @@ import asyncio
 import contextlib
 import logging
 import secrets
-import signal
 import socket
-from collections.abc import Callable, Iterator
 
 import uvicorn
 
 from sax.admin.lease import LeaderLease
 from sax.admin.options import AdminOptions
+from sax.auth.startup import startup_auth
 from sax.errors import Code, SaxError, unavailable
 from sax.naming import CellId
 from sax.schemas import CellState
+from sax.shutdown import QuietServer, stop_on_signals, until
 from sax.store import CellStore, Generation, StateStore
 
 log = logging.getLogger(__name__)
@@ -108,55 +108,6 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: `serve` owns SIGTERM/SIGINT, because it must
-    hand the lease back after the HTTP server stops (uvicorn would re-raise the signal and die
-    before that). `on_started` runs once it accepts connections."""
-
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
-        super().__init__(config)
-        self._on_started = on_started
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started:
-            self._on_started()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-@contextlib.contextmanager
-def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
-    loop = asyncio.get_running_loop()
-    installed = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        # RuntimeError/ValueError: not the main thread (embedded use); the caller stops us then.
-        with contextlib.suppress(RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
-            installed.append(sig)
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-
-
-async def _wait_event(event: asyncio.Event) -> None:
-    await event.wait()
-
-
-async def _until(stop: asyncio.Event, work: asyncio.Future[None]) -> bool:
-    """Waits for `work` or `stop`; True when `work` finished first."""
-    stopper: asyncio.Future[None] = asyncio.ensure_future(_wait_event(stop))
-    try:
-        await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopper.cancel()
-    return work.done()
-
-
 async def serve(opts: AdminOptions) -> None:
     """Runs one admin process for `opts.cell` until SIGTERM (returns) or a lost lease (exit 1)."""
     from sax.admin.cell import Cell
@@ -167,6 +118,9 @@ async def serve(opts: AdminOptions) -> None:
         store = CellStore(opts.sax_root, cell_id)
         config = await asyncio.to_thread(store.read_config)
         states = StateStore(config.fs_root, cell_id)
+        auth = await asyncio.to_thread(
+            startup_auth, "admin server", store, opts.host, insecure=opts.insecure
+        )
     except SaxError as exc:
         log.error("Cannot start the admin of %s: %s", opts.cell, exc.message)
         raise SystemExit(EXIT_BAD_SETUP) from exc
@@ -177,10 +131,10 @@ async def serve(opts: AdminOptions) -> None:
         store, address, admin_id, ttl_s=opts.lease_ttl_s, renew_s=opts.lease_renew_s
     )
     stop = asyncio.Event()
-    with _stop_on_signals(stop):
+    with stop_on_signals(stop):
         log.info("Waiting for leader lease of %s", cell_id)
         acquiring = asyncio.ensure_future(lease.acquire())
-        if not await _until(stop, acquiring):
+        if not await until(stop, acquiring):
             acquiring.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await acquiring
@@ -202,9 +156,9 @@ async def serve(opts: AdminOptions) -> None:
             cell.restore(state)
             cell.set_leader_check(lease.is_leader)
             sock = _bind(opts.host, opts.port)
-            server = _Server(
+            server = QuietServer(
                 uvicorn.Config(
-                    create_app(cell),
+                    create_app(cell, auth),
                     log_config=None,
                     access_log=False,
                     timeout_graceful_shutdown=2,
@@ -221,7 +175,7 @@ async def serve(opts: AdminOptions) -> None:
 
             async def shut_down_when_done() -> None:
                 nonlocal lost
-                lost = await _until(stop, renewing)
+                lost = await until(stop, renewing)
                 if lost:
                     log.error("Stepping down from %s: %s", cell_id, lease.lost_reason)
                 server.should_exit = True

@@ -3,8 +3,8 @@
 The loop long-polls ``GET /v1/models/{name}/locations?admin_id=&seqno=``. A reply with
 ``has_fullset`` replaces the set (always the case after an admin change or from seqno 0, so a new
 leader never leaves stale entries behind, unlike Saxml); its changelog is then applied in order.
-Transient errors keep the last known set (an admin outage must not stop the data path) and restart
-from seqno 0; NOT_FOUND (the model is not published) and other permanent errors end the watch and
+Transient errors (any error that is not a permanent SaxError, an unexpected exception included)
+keep the last known set (an admin outage must not stop the data path) and restart from seqno 0; NOT_FOUND (the model is not published) and other permanent errors end the watch and
 are reported to callers, who then fail fast instead of retrying until their deadline.
 """
 
@@ -102,6 +102,10 @@ def watch_forever(
             log.info("WatchLoc(%s): %s; retrying", model, exc)
             state.reset()
             stop.wait(backoff.next_delay() or 0.0)
+        except Exception:  # a storage error, a reply that is not a WatchResult: transient
+            log.warning("WatchLoc(%s) failed unexpectedly; retrying", model, exc_info=True)
+            state.reset()
+            stop.wait(backoff.next_delay() or 0.0)
     return SaxError(Code.CANCELLED, f"watch of {model} stopped")
 
 
@@ -129,6 +133,10 @@ async def watch_forever_async(
             log.info("WatchLoc(%s): %s; retrying", model, exc)
             state.reset()
             await asyncio.sleep(backoff.next_delay() or 0.0)
+        except Exception:  # a storage error, a reply that is not a WatchResult: transient
+            log.warning("WatchLoc(%s) failed unexpectedly; retrying", model, exc_info=True)
+            state.reset()
+            await asyncio.sleep(backoff.next_delay() or 0.0)
 
 
 class Watcher:
@@ -153,10 +161,13 @@ class Watcher:
         self._known.set()
 
     def _run(self) -> None:
-        error = watch_forever(self._admin, self.model, self._on_result, self._stop)
-        self.replicas.fail(error)
-        self.done = True
-        self._known.set()
+        error = SaxError(Code.INTERNAL, f"the watch of {self.model} failed")
+        try:
+            error = watch_forever(self._admin, self.model, self._on_result, self._stop)
+        finally:  # even on an unexpected error: callers fail fast and the cache starts anew
+            self.replicas.fail(error)
+            self.done = True
+            self._known.set()
 
     def wait_first(self, deadline: Deadline) -> bool:
         return self._known.wait(deadline.remaining())
@@ -180,10 +191,13 @@ class AsyncWatcher:
         self._known.set()
 
     async def _run(self, admin: AsyncAdminClient) -> None:
-        error = await watch_forever_async(admin, self.model, self._on_result)
-        self.replicas.fail(error)
-        self.done = True
-        self._known.set()
+        error = SaxError(Code.CANCELLED, f"the watch of {self.model} stopped")
+        try:
+            error = await watch_forever_async(admin, self.model, self._on_result)
+        finally:  # even on an unexpected error or cancellation: callers fail fast
+            self.replicas.fail(error)
+            self.done = True
+            self._known.set()
 
     async def wait_first(self, deadline: Deadline) -> bool:
         try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,6 +41,27 @@ from sax.schemas import GradientResponse, Sample, StreamItem, Tensor
 from sax.server.registry import register
 from sax.server.sampling import SamplingOptions
 from sax.server.servable import SamplingConfig, Servable, ServableConfig
+
+
+def prepare_process() -> None:
+    """Imports what a JAX load uses, on the calling (main) thread, before any load runs: first
+    imports of transformers racing in loader threads leave half-initialised modules behind."""
+    import importlib
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    for name in (
+        "jax",
+        "jax.numpy",
+        "safetensors",
+        "transformers",
+        "transformers.models.auto.tokenization_auto",
+    ):
+        importlib.import_module(name)
+
+
+BUILD_CANCEL_WAIT_S = 120.0  # a cancelled build finishes its current step within this
 
 _DTYPES = {"float32": (np.float32, 4), "bfloat16": (ml_dtypes.bfloat16, 2)}
 
@@ -105,18 +127,41 @@ class JaxLM(Servable):
     async def load(self) -> None:
         if self.config.dtype not in _DTYPES:
             raise invalid(f"override 'dtype' must be one of {sorted(_DTYPES)}")
-        self.engine = await asyncio.to_thread(self._build)
+        cancelled = threading.Event()
+        built: list[Engine] = []
+        building = asyncio.ensure_future(asyncio.to_thread(self._build, cancelled, built))
+        try:
+            await asyncio.shield(building)
+        except asyncio.CancelledError:
+            # An unload or a load timeout mid-build: the thread stops at its next step, and an
+            # engine it already started is stopped, so no thread or weights outlive the load.
+            cancelled.set()
+            await asyncio.wait([building], timeout=BUILD_CANCEL_WAIT_S)
+            for engine in built:
+                await asyncio.to_thread(engine.stop)
+            raise
+        self.engine = built.pop()
 
-    def _build(self) -> Engine:
+    def health(self) -> str | None:
+        engine = self.engine
+        return engine.dead_reason() if engine is not None else None
+
+    def _build(self, cancelled: threading.Event, built: list[Engine]) -> None:
         from transformers import AutoTokenizer
+
+        def check() -> None:
+            if cancelled.is_set():
+                raise RuntimeError("load cancelled")
 
         base = self.default_model_dir()
         source = str(base) if self.spec.random_weights else self.spec.checkpoint_path
         cfg = ModelConfig.load(source)
+        check()
         if self.config.random_init:
             params = random_params(cfg, seed=self.config.seed)
         else:
             params = load_params(source, cfg)
+        check()
         dtype = _DTYPES[self.config.dtype][0]
         params = _cast(params, dtype)
         tok_dir = base
@@ -144,8 +189,9 @@ class JaxLM(Servable):
             ),
             eos_ids=self._eos_ids(cfg),
         )
+        check()
         engine.start()
-        return engine
+        built.append(engine)
 
     def _eos_ids(self, cfg: ModelConfig) -> list[int]:
         ids = set(cfg.eos_token_ids)

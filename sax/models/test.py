@@ -4,15 +4,17 @@ without an engine and never stand in for an engine feature."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
+import threading
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
 from sax.schemas import Sample, StreamItem
 from sax.server.registry import register
 from sax.server.sampling import SamplingOptions
-from sax.server.servable import Servable, ServableConfig
+from sax.server.servable import LoadSpec, Servable, ServableConfig
 
 
 class EchoConfig(ServableConfig):
@@ -90,3 +92,26 @@ class FailToLoad(Servable):
 
     async def unload(self) -> None:
         return None
+
+
+@register("sax.models.test.HangingLoad")
+class HangingLoad(Servable):
+    """A load that never finishes and ignores cancellation, as a stuck engine start does: its
+    thread waits until `unload` releases it. Exercises load timeouts and bounded unloads."""
+
+    backend: ClassVar[str] = "test"
+    methods: ClassVar[frozenset[str]] = frozenset({"lm.generate"})
+
+    def __init__(self, spec: LoadSpec) -> None:
+        super().__init__(spec)
+        self.release = threading.Event()
+
+    async def load(self) -> None:
+        waiting = asyncio.ensure_future(asyncio.to_thread(self.release.wait))
+        while not waiting.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(waiting)
+        raise RuntimeError("HangingLoad was released by its unload (test servable)")
+
+    async def unload(self) -> None:
+        self.release.set()

@@ -8,7 +8,11 @@ model status changes, the in-flight poll is cancelled and a fresh join carries t
 
 On a connection error, a 5xx (a standby or deposed admin answers 503) or any other failure, the
 loop re-reads ``location.json`` and retries with jittered backoff capped near 1 s, so it follows
-a new leader within about a second of it writing its location.
+a new leader within about a second of it writing its location. An unexpected exception is logged
+with its traceback and the loop goes on the same way: it never dies silently.
+
+`leave` sends one last join marked ``draining`` when the server shuts down: the admin drops the
+server at once, so clients stop being routed to it before its port closes.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 
 import httpx
 
@@ -58,6 +63,14 @@ class JoinLoop:
         self._wake = asyncio.Event()
         self._joined: tuple[str, str] = ("", "")  # (admin address, admin_id) last joined
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """The join's headers: JSON, and the server's own credential when it has one."""
+        headers = {"content-type": "application/json"}
+        if self.server.opts.token:
+            headers["authorization"] = f"Bearer {self.server.opts.token}"
+        return headers
+
     def request(self) -> JoinRequest:
         server, opts = self.server, self.server.opts
         return JoinRequest(
@@ -71,6 +84,8 @@ class JoinLoop:
             tags=list(opts.tags),
             models=server.reports(),
             admin_id=server.admin_id,
+            backend_errors=dict(server.backend_errors),
+            draining=server.draining,
         )
 
     async def run(self) -> None:
@@ -102,9 +117,20 @@ class JoinLoop:
                         address = ""
                         await self._backoff(failures)
                         continue
+                    except Exception:
+                        failures += 1
+                        log.exception("Join with admin %s failed unexpectedly", address)
+                        address = ""
+                        await self._backoff(failures)
+                        continue
                     failures = 0
                     self._joined_with(address, reply.admin_id)
-                    await self.server.apply(reply.assignment)
+                    try:
+                        await self.server.apply(reply.assignment)
+                    except Exception:
+                        log.exception("Applying the assignment from %s failed", address)
+                        await self._backoff(1)
+                        continue
                     if reply == last and loop.time() - sent < QUICK_REPLY_S:
                         # The admin should hold a join that brings no news; if it does not,
                         # pace the polls (a local change still goes out at once).
@@ -112,6 +138,30 @@ class JoinLoop:
                     last = reply
         finally:
             remove()
+
+    async def leave(self, timeout_s: float = 5.0) -> bool:
+        """Tells the admin this server is leaving (a join with ``draining``); retries until the
+        admin answers or `timeout_s` passes. True when the admin acknowledged. Call after the
+        `run` task has been cancelled."""
+        self.server.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        failures = 0
+        async with httpx.AsyncClient(timeout=httpx.Timeout(2.0)) as client:
+            while loop.time() < deadline:
+                address = self.server.admin_address or await self._admin_address()
+                if address:
+                    try:
+                        await self._join_once(client, address)
+                        log.info("Left the cell (admin %s)", address)
+                        return True
+                    except (httpx.HTTPError, SaxError, ValueError, _Interrupted) as exc:
+                        log.debug("Leave via admin %s failed: %s", address, exc)
+                    self.server.admin_address = ""
+                failures += 1
+                await self._backoff(failures)
+        log.warning("Could not tell the admin that this server is leaving")
+        return False
 
     async def _admin_address(self) -> str:
         try:
@@ -136,7 +186,7 @@ class JoinLoop:
             client.post(
                 f"http://{address}{JOIN_PATH}",
                 content=body,
-                headers={"content-type": "application/json"},
+                headers=self.headers,
             )
         )
         wake = asyncio.ensure_future(self._wake.wait())
@@ -160,6 +210,7 @@ class JoinLoop:
 
     def _joined_with(self, address: str, admin_id: str) -> None:
         self.joins += 1
+        self.server.joined_at = time.monotonic()
         self.server.admin_address = address
         self.server.admin_id = admin_id
         if self._joined != (address, admin_id):

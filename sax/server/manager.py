@@ -10,22 +10,30 @@ stays FAILED while the admin keeps assigning the same spec (the admin retries fa
 preferring another server); dropping and re-assigning it, or changing its uuid, loads it again.
 Every status change fires the listeners (the join loop sends a fresh join at once).
 
+Supervision: a load runs at most its servable's ``load_timeout_s`` (then FAILED "load timed out
+after N s", and what it built is freed); a cancelled load and every unload are bounded by
+``unload_timeout_s`` and then abandoned with a log line, so no model id wedges. A supervisor loop
+asks each LOADED servable for its `health` about twice a second; a dead engine moves its model
+to FAILED with the reason (requests get a retryable 503) and the admin re-places it through the
+failed-load path.
+
 Model paths resolve only through `sax.server.registry.resolve`: never an import from a request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import replace
 from typing import Any
 
-from sax.errors import Code, SaxError, not_found
-from sax.schemas import Assignment, ModelReport, ReplicaStatus
+from sax.errors import Code, SaxError, not_found, unavailable
+from sax.schemas import Assignment, ModelReport, Probe, ReplicaStatus
 from sax.server import registry
-from sax.server.admission import Gate, check_acl
+from sax.server.admission import Gate
 from sax.server.options import ServerOptions
 from sax.server.servable import LoadSpec, Servable
 from sax.server.stats import RequestStats
@@ -33,6 +41,7 @@ from sax.server.stats import RequestStats
 log = logging.getLogger(__name__)
 
 DRAIN_S = 5.0  # how long an unload waits for admitted requests to finish
+HEALTH_POLL_S = 0.5  # how often loaded engines are checked for death
 
 
 def spec_of(assignment: Assignment, chip: str = "cpu", topology: str = "1") -> LoadSpec:
@@ -88,6 +97,7 @@ class Model:
         self.task: asyncio.Task[None] | None = None
         self.limit = limit
         self.gates: dict[str, Gate] = {}
+        self.engine_died = False  # FAILED after serving: its engine died
 
     @property
     def model_id(self) -> str:
@@ -101,17 +111,15 @@ class Model:
             raise not_found(f"model {self.model_id} is not loaded on this server")
         return servable
 
-    def gate(self, method: str, principal: str | None = None) -> Gate:
-        """The gate of `method` once the ACL allows `principal`; UNIMPLEMENTED if not served."""
+    def gate(self, method: str) -> Gate:
+        """The gate of `method`; UNIMPLEMENTED if not served. The caller checks the ACL
+        (`spec.acls`) first."""
         gate = self.gates.get(method)
         if gate is None:
             raise SaxError(
                 Code.UNIMPLEMENTED,
                 f"model {self.model_id} ({self.spec.model_path}) does not serve {method}",
             )
-        acl = self.spec.acls.get(method, "")
-        if acl:
-            check_acl(self.model_id, method, acl, principal)
         return gate
 
     def mark_loaded(self, servable: Servable) -> None:
@@ -143,12 +151,108 @@ class ModelServer:
         self.address = advertised_address(opts)
         self.admin_address = ""
         self.admin_id = ""
+        self.joined_at: float | None = None  # monotonic time of the last join reply
         self._models: dict[str, Model] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._load_slots = asyncio.Semaphore(max(1, opts.max_concurrent_loads))
         self._listeners: list[Callable[[], None]] = []
         self._prefix = f"{opts.cell}/"
         self.version = 0  # bumps on every status change
+        self.backend_errors: dict[str, str] = {}  # backend -> why it is unavailable
+        self.draining = False  # leaving the cell: the admin stops routing here
+        self._supervisor: asyncio.Task[None] | None = None
+
+    def prepare_backends(self) -> dict[str, str]:
+        """Imports the enabled backends and sets their process environment; call on the main
+        thread before serving (`registry.prepare_backends`). Returns backend -> why it is
+        unavailable; the rest serve."""
+        self.backend_errors = registry.prepare_backends(set(self.opts.backends) or None)
+        for backend, why in sorted(self.backend_errors.items()):
+            log.error("Backend %s is unavailable: %s", backend, why)
+        return self.backend_errors
+
+    def liveness(self) -> Probe:
+        """`/livez`: the event loop answers and the engine supervisor runs (restart me if not)."""
+        supervisor = self._supervisor
+        if supervisor is not None and supervisor.done():
+            return Probe(status="unavailable", checks={"engine_supervisor": "stopped"})
+        return Probe(status="ok", checks={"event_loop": "ok", "engine_supervisor": "ok"})
+
+    def readiness(self, now: float, joined_at: float | None, max_age_s: float) -> Probe:
+        """`/readyz`: route to me? Joined to the admin within `max_age_s` (monotonic `now` and
+        `joined_at`), not draining, and every model it holds LOADED. Unavailable backends are
+        listed but do not make the server unready (the others serve)."""
+        checks: dict[str, str] = {}
+        if joined_at is None:
+            checks["admin"] = "not joined yet"
+        elif now - joined_at > max_age_s:
+            checks["admin"] = f"no join reply for {now - joined_at:.0f} s"
+        else:
+            checks["admin"] = "ok"
+        checks["draining"] = "leaving the cell" if self.draining else "ok"
+        not_ready = [
+            f"{m.model_id} {m.status.value}"
+            + (f" ({m.failure_reason})" if m.failure_reason else "")
+            for m in self._models.values()
+            if m.status is not ReplicaStatus.LOADED
+        ]
+        checks["models"] = "; ".join(not_ready) or "ok"
+        ok = all(v == "ok" for v in checks.values())
+        for backend, why in sorted(self.backend_errors.items()):
+            checks[f"backend {backend}"] = why
+        return Probe(status="ok" if ok else "unavailable", checks=checks)
+
+    def engine_pids(self) -> dict[str, list[int]]:
+        """Model id -> process ids of its engine processes (LOADED models that have some)."""
+        pids = {}
+        for model in self._models.values():
+            servable = model.servable
+            if servable is not None and model.status is ReplicaStatus.LOADED:
+                if found := servable.engine_pids():
+                    pids[model.model_id] = found
+        return pids
+
+    def inflight(self) -> int:
+        """Data requests admitted and not yet finished, over every model."""
+        return sum(g.stats.pending for m in self._models.values() for g in m.gates.values())
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Waits until no data request is in flight, at most `timeout_s`; True if drained."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.inflight() and loop.time() < deadline:  # noqa: ASYNC110 (gates have no event)
+            await asyncio.sleep(0.02)
+        return self.inflight() == 0
+
+    def _ensure_supervisor(self) -> None:
+        if self._supervisor is None or self._supervisor.done():
+            self._supervisor = asyncio.get_running_loop().create_task(
+                self._watch_engines(), name="sax-engine-health"
+            )
+
+    async def _watch_engines(self) -> None:
+        """Moves each LOADED model whose engine died to FAILED; an unexpected error is logged
+        and the loop goes on."""
+        while True:
+            await asyncio.sleep(HEALTH_POLL_S)
+            for model in list(self._models.values()):
+                servable = model.servable
+                if model.status is not ReplicaStatus.LOADED or servable is None:
+                    continue
+                try:
+                    reason = servable.health()
+                except Exception as exc:
+                    reason = f"the engine health check failed: {failure_reason(exc)}"
+                if reason:
+                    self._engine_died(model, reason)
+
+    def _engine_died(self, model: Model, reason: str) -> None:
+        log.error("The engine of %s died: %s", model.model_id, reason)
+        model.status = ReplicaStatus.FAILED
+        model.failure_reason = reason
+        model.engine_died = True
+        self._spawn(self._free(model), model)
+        self._changed()
 
     # ------------------------------------------------------------------ observers
 
@@ -201,6 +305,8 @@ class ModelServer:
             raise not_found(f"model {model_id} is not loaded on this server")
         if model.status is ReplicaStatus.LOADING:
             raise not_found(f"model {model_id} is still loading on this server")
+        if model.status is ReplicaStatus.FAILED and model.engine_died:
+            raise unavailable(f"model {model_id} failed on this server: {model.failure_reason}")
         if model.status is ReplicaStatus.FAILED:
             raise not_found(
                 f"model {model_id} failed to load on this server: {model.failure_reason}"
@@ -214,6 +320,7 @@ class ModelServer:
 
     async def apply(self, assignment: Iterable[Assignment]) -> None:
         """Reconciles towards `assignment`; returns at once, loads and unloads run behind."""
+        self._ensure_supervisor()
         chip, topology = self.opts.chip, self.opts.topology
         desired = {a.model_id: spec_of(a, chip, topology) for a in assignment}
         changed = False
@@ -243,13 +350,20 @@ class ModelServer:
             while self._tasks:
                 await asyncio.wait(set(self._tasks))
 
-    async def shutdown(self, timeout_s: float = 30.0) -> None:
-        """Unloads every model (graceful stop of the process)."""
+    async def shutdown(self, timeout_s: float | None = None) -> None:
+        """Unloads every model and stops the supervisor (graceful stop of the process); each
+        unload is bounded by ``unload_timeout_s``."""
+        timeout_s = timeout_s if timeout_s is not None else self.opts.unload_timeout_s + 10
         await self.apply([])
         try:
             await self.settle(timeout_s)
         except TimeoutError:
             log.warning("models still unloading after %.0f s; exiting anyway", timeout_s)
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
 
     def _spawn(self, coro: Coroutine[Any, Any, None], model: Model) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
@@ -292,7 +406,7 @@ class ModelServer:
                     spec.model_path,
                     spec.checkpoint_path,
                 )
-                await servable.load()
+                await self._bounded_load(servable)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -308,10 +422,41 @@ class ModelServer:
             log.info("Loaded %s", spec.model_id)
             self._changed()
 
+    async def _bounded_load(self, servable: Servable) -> None:
+        """`servable.load()` for at most its ``load_timeout_s``; a timed-out or cancelled load
+        is cancelled and given ``unload_timeout_s`` to clean up, so its load slot is freed in
+        bounded time even if it ignores cancellation."""
+        timeout_s = float(getattr(servable.config, "load_timeout_s", 900.0))
+        loading = asyncio.ensure_future(servable.load())
+        try:
+            done, _ = await asyncio.wait([loading], timeout=timeout_s)
+        except asyncio.CancelledError:
+            await self._stop_load(loading, servable)
+            raise
+        if not done:
+            await self._stop_load(loading, servable)
+            raise SaxError(Code.DEADLINE_EXCEEDED, f"load timed out after {timeout_s:g} s")
+        loading.result()
+
+    async def _stop_load(self, loading: asyncio.Future[None], servable: Servable) -> None:
+        loading.cancel()
+        done, _ = await asyncio.wait([loading], timeout=self.opts.unload_timeout_s)
+        if not done:
+            log.error(
+                "The load of %s ignored cancellation for %.0f s; abandoning it",
+                servable.spec.model_id,
+                self.opts.unload_timeout_s,
+            )
+            loading.add_done_callback(_consume)
+        elif not loading.cancelled() and loading.exception() is not None:
+            log.debug("Cancelled load of %s: %s", servable.spec.model_id, loading.exception())
+
     async def _unload(self, model: Model, previous: asyncio.Task[None] | None) -> None:
         if previous is not None and not previous.done():
             previous.cancel()
-            await asyncio.wait([previous])
+            done, _ = await asyncio.wait([previous], timeout=self.opts.unload_timeout_s + 5)
+            if not done:
+                log.error("Loading %s did not stop; unloading it anyway", model.model_id)
         # New requests already get NOT_FOUND (and go to another replica); let admitted ones
         # finish for a while before the engine goes away.
         deadline = asyncio.get_running_loop().time() + DRAIN_S
@@ -330,7 +475,24 @@ class ModelServer:
         servable, model.servable = model.servable, None
         if servable is None:
             return
+        unloading = asyncio.ensure_future(servable.unload())
         try:
-            await servable.unload()
-        except Exception:
-            log.exception("Error unloading %s", model.model_id)
+            done, _ = await asyncio.wait([unloading], timeout=self.opts.unload_timeout_s)
+        except asyncio.CancelledError:
+            unloading.add_done_callback(_consume)
+            raise
+        if not done:
+            log.error(
+                "Unloading %s took over %.0f s; abandoning it",
+                model.model_id,
+                self.opts.unload_timeout_s,
+            )
+            unloading.add_done_callback(_consume)
+        elif unloading.exception() is not None:
+            log.error("Error unloading %s", model.model_id, exc_info=unloading.exception())
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    """Retrieves an abandoned future's outcome so asyncio does not warn about it."""
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("An abandoned load or unload failed: %s", future.exception())

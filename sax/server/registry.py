@@ -18,11 +18,15 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "sax.models.test": (),
     "sax.models.vllm": ("vllm",),
     "sax.models.jax": ("jax",),
+    "sax.models.vision": ("torch", "transformers", "diffusers", "PIL"),
 }
+# module -> the backend name its servables declare, where it differs from the module's name
+_BACKEND_OF: dict[str, str] = {"sax.models.vision": "torch"}
 
 _CLASSES: dict[str, type[Servable]] = {}
 _ALIASES: dict[str, str] = {}
 _loaded: set[str] = set()
+_failed: dict[str, str] = {}  # backend -> why its servable module did not import
 
 
 def register(path: str, *aliases: str) -> Callable[[type[Servable]], type[Servable]]:
@@ -45,17 +49,57 @@ def backend_available(module: str) -> bool:
     return all(importlib.util.find_spec(pkg) is not None for pkg in _MODULES[module])
 
 
+def _backend_of(module: str) -> str:
+    return _BACKEND_OF.get(module, module.rsplit(".", 1)[1])
+
+
 def _import_all(backends: set[str] | None = None) -> None:
     for module in _MODULES:
-        if module in _loaded:
+        if module in _loaded or _backend_of(module) in _failed:
             continue
-        short = module.rsplit(".", 1)[1]
-        if backends is not None and short not in backends:
+        if backends is not None and _backend_of(module) not in backends:
             continue
         if not backend_available(module):
             continue
         importlib.import_module(module)
         _loaded.add(module)
+
+
+def prepare_backends(backends: set[str] | None = None) -> dict[str, str]:
+    """Imports the servable modules of the enabled backends and sets up their engines' process
+    environment (a module's ``prepare_process()``), on the calling thread; returns backend ->
+    why it is unavailable.
+
+    Call on the main thread before serving: first imports of torch, transformers and vLLM race
+    when loader threads run them. A backend that fails to import is reported, not fatal: its
+    model paths are not offered to the admin, and the other backends serve. With `backends`
+    None every installed backend is prepared; one named explicitly but not installed is
+    reported as such.
+    """
+    for module in _MODULES:
+        backend = _backend_of(module)
+        if backends is not None and backend not in backends:
+            continue
+        if module in _loaded or backend in _failed:
+            continue
+        if not backend_available(module):
+            if backends is not None:
+                missing = [p for p in _MODULES[module] if importlib.util.find_spec(p) is None]
+                _failed[backend] = f"not installed (missing {', '.join(missing) or module})"
+            continue
+        try:
+            imported = importlib.import_module(module)
+            prepare = getattr(imported, "prepare_process", None)
+            if prepare is not None:
+                prepare()
+        except Exception as exc:
+            _failed[backend] = f"{type(exc).__name__}: {exc}"
+            continue
+        _loaded.add(module)
+    known = {_backend_of(m) for m in _MODULES}
+    for backend in sorted((backends or set()) - known):
+        _failed.setdefault(backend, "unknown backend")
+    return {b: why for b, why in _failed.items() if backends is None or b in backends}
 
 
 def canonical(path: str) -> str:
@@ -67,7 +111,8 @@ def resolve(path: str) -> type[Servable]:
     _import_all()
     cls = _CLASSES.get(canonical(path))
     if cls is None:
-        raise invalid(f"model_path {path!r} is not a registered servable")
+        why = "".join(f"; backend {b} is unavailable: {w}" for b, w in sorted(_failed.items()))
+        raise invalid(f"model_path {path!r} is not a registered servable{why}")
     return cls
 
 

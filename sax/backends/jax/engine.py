@@ -210,6 +210,7 @@ class Engine:
         self._inbox: queue.Queue[tuple[Any, ...]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._steps = 0
+        self._died = ""  # why the engine thread ended on its own
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -223,8 +224,23 @@ class Engine:
 
     def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="jax-engine", daemon=True)
+            self._thread = threading.Thread(target=self._run, name="jax-engine", daemon=True)
             self._thread.start()
+
+    def dead_reason(self) -> str | None:
+        """Why the engine thread ended although `stop` was not called; None while it runs."""
+        thread = self._thread
+        if thread is None or thread.is_alive():
+            return None
+        return f"the JAX engine thread ended: {self._died or 'no reason recorded'}"
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:
+            self._died = f"{type(exc).__name__}: {exc}"
+            self._fail_all(SaxError(Code.UNAVAILABLE, f"the JAX engine died: {self._died}"))
+            raise
 
     def stop(self) -> None:
         if self._thread is not None:
