@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 
 from sax.admin import status_page
 from sax.admin.cell import Cell
+from sax.allow import allowed_methods
 from sax.api_docs import fastapi_app
 from sax.body_limit import BodyLimit
 from sax.errors import HTTP_STATUS, Code, SaxError
@@ -179,7 +180,7 @@ def _install_errors(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         return error_response(Code.INVALID_ARGUMENT, _validation_message(exc))
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
         code = _CODE_BY_STATUS.get(exc.status_code)
         if code is None:
@@ -187,7 +188,11 @@ def _install_errors(app: FastAPI) -> None:
         message = str(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
             message = "no such route"
-        return error_response(code, message, exc.status_code)
+        response = error_response(code, message, exc.status_code)
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            response.headers["Allow"] = allowed_methods(app.router.routes, request.scope)
+        return response
 
     async def internal_error(_: Request, exc: Exception) -> JSONResponse:
         return error_response(Code.INTERNAL, f"{type(exc).__name__}: {exc}")

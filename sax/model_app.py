@@ -41,6 +41,7 @@ from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
+from sax.allow import allowed_methods
 from sax.api_docs import fastapi_app
 from sax.body_limit import BodyLimit
 from sax.errors import Code, SaxError, invalid
@@ -77,6 +78,22 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": oa.OpenAIError} for s in (400, 403, 404, 429, 500, 501, 503, 504)
+}
+
+# The 200 of an OpenAI route answers JSON, or server-sent events when the body says "stream".
+OPENAI_STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": 'JSON; with "stream": true, server-sent events of chunks, then [DONE]',
+        "content": {
+            "text/event-stream": {
+                "schema": {  # one event
+                    "type": "object",
+                    "properties": {"data": {"type": "string", "description": "chunk JSON"}},
+                    "required": ["data"],
+                }
+            }
+        },
+    }
 }
 
 
@@ -116,7 +133,11 @@ def _install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, HTTPException)
         code = Code.NOT_FOUND if exc.status_code == 404 else Code.INVALID_ARGUMENT
         err = SaxError(code, f"{request.method} {request.url.path}: {exc.detail}")
-        return _error_response(request, err, exc.status_code)
+        response = _error_response(request, err, exc.status_code)
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            response.headers["Allow"] = allowed_methods(app.router.routes, request.scope)
+        return response
 
     async def on_other(request: Request, exc: Exception) -> Response:
         # Starlette re-raises after this response, so the server logs the traceback once.
@@ -305,7 +326,10 @@ def _openai_router(server: ModelServer) -> APIRouter:
         )
 
     @router.post(
-        "/completions", response_model=oa.CompletionResponse, operation_id="create_completion"
+        "/completions",
+        response_model=oa.CompletionResponse,
+        operation_id="create_completion",
+        responses=OPENAI_STREAMED,
     )
     async def completions(body: oa.CompletionRequest, request: Request) -> Response:
         model = server.loaded(body.model)
@@ -322,6 +346,7 @@ def _openai_router(server: ModelServer) -> APIRouter:
         "/chat/completions",
         response_model=oa.ChatCompletionResponse,
         operation_id="create_chat_completion",
+        responses=OPENAI_STREAMED,
     )
     async def chat_completions(body: oa.ChatCompletionRequest, request: Request) -> Response:
         model = server.loaded(body.model)

@@ -36,7 +36,7 @@ MAX_BODY_BYTES = 1 << 20  # admin requests; data requests have their own, larger
 
 
 class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Response(BaseModel):

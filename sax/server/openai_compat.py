@@ -22,7 +22,7 @@ from sax.schemas import Sample, StreamItem
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class _Out(BaseModel):
