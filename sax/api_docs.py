@@ -6,10 +6,13 @@
 - Operation ids are the names generated clients give their functions, so they read as calls:
   a Saxml method route is named after its method (``lm.generate`` -> ``lm_generate``), any other
   route after its ``operation_id`` or its handler (``publish``, ``list_models``).
+- The spec documents no 422: sax answers a request that fails validation with 400 and its own
+  error body, so FastAPI's 422 and its ``HTTPValidationError`` would only mislead clients.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import FastAPI
@@ -25,7 +28,31 @@ def operation_id(route: APIRoute) -> str:
     return route.name
 
 
+def without_validation_422(spec: dict[str, Any]) -> dict[str, Any]:
+    """`spec` (changed in place) without 422 responses, and without FastAPI's validation error
+    schemas once nothing refers to them."""
+    for path in spec.get("paths", {}).values():
+        for op in path.values():
+            op.get("responses", {}).pop("422", None)
+    schemas = spec.get("components", {}).get("schemas", {})
+    text = json.dumps({k: v for k, v in spec.items() if k != "components"})
+    for name in ("HTTPValidationError", "ValidationError"):
+        others = json.dumps({k: v for k, v in schemas.items() if k != name})
+        if f"#/components/schemas/{name}" not in text + others:
+            schemas.pop(name, None)
+    return spec
+
+
 def fastapi_app(**kwargs: Any) -> FastAPI:
-    """A FastAPI app (`kwargs` as for `FastAPI`) with offline ``/docs`` and ``/redoc`` and
-    readable operation ids."""
-    return FastAPIOffline(generate_unique_id_function=operation_id, **kwargs)
+    """A FastAPI app (`kwargs` as for `FastAPI`) with offline ``/docs`` and ``/redoc``,
+    readable operation ids, and a spec without 422s."""
+    app = FastAPIOffline(generate_unique_id_function=operation_id, **kwargs)
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = without_validation_422(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
