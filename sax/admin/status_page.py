@@ -2,14 +2,16 @@
 
 Rendered from the same `ModelList` and `ServerList` the JSON API returns, so the page can
 never disagree with ``saxutil ls``. Models show requested vs ready replicas and, when short,
-why; servers show what they hold and how long ago they last joined.
+why; servers show what they hold and how long ago they last joined. Access shows whether auth
+is on, the cell's admin ACL, each model's ACLs and each principal's groups; never a token.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from html import escape
 
-from sax.schemas import ModelList, ServerList
+from sax.schemas import CellConfig, ModelList, ServerList
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -25,7 +27,56 @@ def _cell(value: object, cls: str = "") -> str:
     return f"<td{attr}>{escape(str(value))}</td>"
 
 
-def render(cell: str, admin_id: str, models: ModelList, servers: ServerList) -> str:
+@dataclass(frozen=True)
+class AuthView:
+    """What the page shows of the cell's auth settings: no token, not even a digest."""
+
+    enabled: bool = False
+    admin_acl: str = ""
+    groups: dict[str, list[str]] = field(default_factory=dict)  # principal -> groups
+
+    @classmethod
+    def of(cls, config: CellConfig | None, enabled: bool) -> AuthView:
+        if config is None:
+            return cls(enabled)
+        groups = {name: sorted(p.groups) for name, p in sorted(config.principals.items())}
+        return cls(enabled, config.admin_acl, groups)
+
+
+def _access(auth: AuthView, models: ModelList) -> str:
+    state = "on" if auth.enabled else "OFF (no principals in the cell config)"
+    rows = [
+        "<tr>"
+        + _cell(m.model_id)
+        + _cell(m.admin_acl or "-")
+        + _cell(", ".join(f"{k}: {v}" for k, v in sorted(m.acls.items())) or "-")
+        + "</tr>"
+        for m in models.models
+    ]
+    principals = [
+        "<tr>" + _cell(name) + _cell(", ".join(groups) or "-") + "</tr>"
+        for name, groups in auth.groups.items()
+    ]
+    return f"""<h2>Access</h2>
+<p>auth {escape(state)} &middot; cell admin ACL: {escape(auth.admin_acl or "(any principal)")}</p>
+<table>
+<tr><th>Model</th><th>Admin ACL</th><th>Method ACLs</th></tr>
+{"".join(rows)}
+</table>
+<table>
+<tr><th>Principal</th><th>Groups</th></tr>
+{"".join(principals)}
+</table>
+"""
+
+
+def render(
+    cell: str,
+    admin_id: str,
+    models: ModelList,
+    servers: ServerList,
+    auth: AuthView | None = None,
+) -> str:
     rows = []
     for m in models.models:
         short = m.ready_replicas < m.num_replicas
@@ -60,6 +111,10 @@ def render(cell: str, admin_id: str, models: ModelList, servers: ServerList) -> 
             + _cell(s.topology)
             + _cell(", ".join(s.tags) or "-")
             + _cell(held or "Idle")
+            + _cell(
+                "; ".join(f"{b}: {why}" for b, why in sorted(s.backend_errors.items())) or "-",
+                "short" if s.backend_errors else "",
+            )
             + _cell(f"{s.seconds_since_last_join:.3f}")
             + "</tr>"
         )
@@ -77,8 +132,9 @@ def render(cell: str, admin_id: str, models: ModelList, servers: ServerList) -> 
 </table>
 <h2>Servers</h2>
 <table>
-<tr><th>Address</th><th>Data address</th><th>Chip</th><th>Topology</th><th>Tags</th><th>Models</th><th>Since last join (s)</th></tr>
+<tr><th>Address</th><th>Data address</th><th>Chip</th><th>Topology</th><th>Tags</th><th>Models</th><th>Unavailable backends</th><th>Since last join (s)</th></tr>
 {"".join(server_rows)}
 </table>
+{_access(auth or AuthView(), models)}
 </body></html>
 """

@@ -27,6 +27,7 @@ _CLASSES: dict[str, type[Servable]] = {}
 _ALIASES: dict[str, str] = {}
 _loaded: set[str] = set()
 _failed: dict[str, str] = {}  # backend -> why its servable module did not import
+_enabled: set[str] | None = None  # set by `prepare_backends`: never import the others
 
 
 def register(path: str, *aliases: str) -> Callable[[type[Servable]], type[Servable]]:
@@ -55,13 +56,20 @@ def _backend_of(module: str) -> str:
 
 def _import_all(backends: set[str] | None = None) -> None:
     for module in _MODULES:
-        if module in _loaded or _backend_of(module) in _failed:
+        backend = _backend_of(module)
+        if module in _loaded or backend in _failed:
             continue
-        if backends is not None and _backend_of(module) not in backends:
+        if backends is not None and backend not in backends:
+            continue
+        if _enabled is not None and backend not in _enabled:
             continue
         if not backend_available(module):
             continue
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            _failed[backend] = f"{type(exc).__name__}: {exc}"
+            continue
         _loaded.add(module)
 
 
@@ -76,6 +84,9 @@ def prepare_backends(backends: set[str] | None = None) -> dict[str, str]:
     None every installed backend is prepared; one named explicitly but not installed is
     reported as such.
     """
+    global _enabled
+    if backends is not None:
+        _enabled = set(backends) | (_enabled or set())
     for module in _MODULES:
         backend = _backend_of(module)
         if backends is not None and backend not in backends:

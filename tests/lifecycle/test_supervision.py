@@ -19,8 +19,8 @@ from sax.client.admin import AdminClient
 from sax.client.locations import Watcher
 from sax.naming import CellId, ModelId
 from sax.schemas import JoinRequest, PublishRequest, ReplicaStatus
+from sax.server import registry
 from sax.server.manager import ModelServer
-from sax.server.registry import prepare_backends
 from tests.server.harness import CELL, ECHO, assign, options
 
 HANG = "sax.models.test.HangingLoad"
@@ -75,9 +75,13 @@ async def test_unloading_a_hanging_load_is_bounded_and_the_id_loads_again() -> N
     await server.shutdown()
 
 
-def test_a_backend_that_fails_to_import_is_reported_not_fatal() -> None:
-    errors = prepare_backends({"test", "nosuch"})
+def test_an_unknown_backend_is_reported_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The registry is process-wide: keep this test's choice of backends to itself.
+    monkeypatch.setattr(registry, "_failed", {})
+    monkeypatch.setattr(registry, "_enabled", None)
+    errors = registry.prepare_backends({"test", "nosuch"})
     assert errors == {"nosuch": "unknown backend"}
+    assert "sax.models.test.Echo" in registry.servable_paths({"test"})
 
 
 async def test_readiness_says_what_is_true() -> None:
