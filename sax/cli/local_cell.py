@@ -96,7 +96,7 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: fl
 def _show(cmd: list[str], env: dict[str, str], max_lines: int = 0) -> int:
     """Prints a command and runs it; with `max_lines`, only the first lines of what it prints.
     Returns its exit code."""
-    print(f"\n$ {shlex.join(cmd)}", flush=True)
+    print(f"\n$ {shlex.join([Path(cmd[0]).name, *cmd[1:]])}", flush=True)
     if not max_lines:
         return subprocess.run(cmd, env=env, check=False).returncode
     out = subprocess.run(cmd, env=env, check=False, capture_output=True, text=True)
