@@ -11,10 +11,12 @@ from typing import Any
 __all__ = [
     "AsyncModel",
     "Model",
+    "get_acl",
     "list",
     "list_all",
     "publish",
     "servers",
+    "set_acl",
     "stats",
     "unpublish",
     "update",

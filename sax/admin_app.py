@@ -3,16 +3,22 @@
 Every failure is ``{"error": {"code", "message"}}`` with the status from `sax.errors`:
 `SaxError` as raised, request validation as 400 INVALID_ARGUMENT naming the field, malformed
 JSON as 400, bodies over `MAX_BODY_BYTES` as 413 (checked on Content-Length and on the
-streamed size), unknown routes as 404 NOT_FOUND.
+streamed size), unknown routes as 404 NOT_FOUND, an unexpected exception as 500 with a request id
+(its text goes to the log only).
+
+Publish, update, unpublish and join take ``Authorization: Bearer <token>`` and check the cell's
+and models' admin ACLs against the live cell config (`sax.auth`): 401 without valid credentials,
+403 for a principal the ACL does not admit; nothing changes then.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI, Query, Request, Response
+from fastapi import Body, Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -23,8 +29,12 @@ from sax.admin import status_page
 from sax.admin.cell import Cell
 from sax.allow import allowed_methods
 from sax.api_docs import fastapi_app
+from sax.auth.acl import Access
+from sax.auth.http import WWW_AUTHENTICATE, access_for
+from sax.auth.source import AuthSource
 from sax.body_limit import BodyLimit
-from sax.errors import HTTP_STATUS, Code, SaxError
+from sax.errors import HTTP_STATUS, Code, SaxError, internal
+from sax.request_errors import validation_error
 from sax.schemas import (
     MAX_BODY_BYTES,
     CellStats,
@@ -33,6 +43,7 @@ from sax.schemas import (
     JoinResponse,
     ModelInfo,
     ModelList,
+    Probe,
     PublishRequest,
     ServerList,
     UpdateRequest,
@@ -41,10 +52,16 @@ from sax.schemas import (
     WatchResult,
 )
 
+log = logging.getLogger(__name__)
+
 _CODE_BY_STATUS = {status: code for code, status in HTTP_STATUS.items()}
 
 
-def create_app(cell: Cell) -> FastAPI:
+def create_app(cell: Cell, auth: AuthSource | None = None) -> FastAPI:
+    """`auth`: the cell's live auth settings; None = auth off (tests, embedded use)."""
+    auth = auth or AuthSource.off()
+    caller_access = Depends(access_for(auth))
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Runs the cell's background tasks unless the caller already does (and then owns them).
@@ -67,9 +84,10 @@ def create_app(cell: Cell) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)  # type: ignore[arg-type]
 
     @app.post("/v1/models", status_code=201, tags=["models"])
-    async def publish(request: PublishRequest) -> ModelInfo:
-        """Publish a model; it is durable when this returns. Replicas are placed right after."""
-        return await cell.publish(request)
+    async def publish(request: PublishRequest, access: Access = caller_access) -> ModelInfo:
+        """Publish a model; it is durable when this returns. Replicas are placed right after.
+        Needs the cell's admin ACL."""
+        return await cell.publish(request, access)
 
     @app.get("/v1/models", tags=["models"])
     async def list_models() -> ModelList:
@@ -81,13 +99,15 @@ def create_app(cell: Cell) -> FastAPI:
         return await cell.get(name)
 
     @app.patch("/v1/models/{name}", tags=["models"])
-    async def update_model(name: str, request: UpdateRequest) -> ModelInfo:
-        """Change replicas, checkpoint, overrides or ACLs; model_path is immutable."""
-        return await cell.update(name, request)
+    async def update_model(name: str, request: UpdateRequest, access: Access = caller_access) -> ModelInfo:
+        """Change replicas, checkpoint, overrides or ACLs; model_path is immutable. Needs the
+        cell's or the model's admin ACL."""
+        return await cell.update(name, request, access)
 
     @app.delete("/v1/models/{name}", tags=["models"])
-    async def unpublish(name: str) -> dict[str, str]:
-        await cell.unpublish(name)
+    async def unpublish(name: str, access: Access = caller_access) -> dict[str, str]:
+        """Needs the cell's or the model's admin ACL."""
+        await cell.unpublish(name, access)
         return {}
 
     @app.get("/v1/models/{name}/locations", tags=["models"])
@@ -117,20 +137,36 @@ def create_app(cell: Cell) -> FastAPI:
         return await cell.servers()
 
     @app.post("/v1/servers:join", tags=["servers"])
-    async def join(request: JoinRequest, http: Request) -> JoinResponse:
+    async def join(request: JoinRequest, http: Request, access: Access = caller_access) -> JoinResponse:
         """Model server long-poll join: answered at once when the server needs news, else
-        held until its assignment changes or the poll timeout passes."""
-        return await cell.join(request, lambda: _until_disconnected(http))
+        held until its assignment changes or the poll timeout passes. Needs the cell's admin
+        ACL; reports of models not assigned to the server are ignored."""
+        return await cell.join(request, lambda: _until_disconnected(http), access)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def status() -> str:
+        await auth.current()
         return status_page.render(
-            str(cell.cell), cell.admin_id, await cell.list(), await cell.servers()
+            str(cell.cell),
+            cell.admin_id,
+            await cell.list(),
+            await cell.servers(),
+            status_page.AuthView.of(auth.config, auth.enabled),
         )
 
     @app.get("/healthz", tags=["cell"])
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "cell": str(cell.cell), "admin_id": cell.admin_id}
+
+    @app.get("/livez", tags=["cell"], response_model=Probe, responses={503: {"model": Probe}})
+    async def livez() -> Response:
+        """Liveness in the Kubernetes convention: 503 means restart this process."""
+        return _probe(cell.liveness())
+
+    @app.get("/readyz", tags=["cell"], response_model=Probe, responses={503: {"model": Probe}})
+    async def readyz() -> Response:
+        """Readiness: this admin holds the cell's lease and its control loops run."""
+        return _probe(cell.readiness())
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -140,6 +176,14 @@ def create_app(cell: Cell) -> FastAPI:
     return app
 
 
+def _probe(probe: Probe) -> Response:
+    return Response(
+        probe.model_dump_json(),
+        status_code=200 if probe.status == "ok" else 503,
+        media_type="application/json",
+    )
+
+
 async def _until_disconnected(request: Request) -> None:
     """Returns when the client closes its connection (the body is already read)."""
     while (await request.receive())["type"] != "http.disconnect":
@@ -147,38 +191,22 @@ async def _until_disconnected(request: Request) -> None:
 
 
 def error_response(code: Code, message: str, status: int | None = None) -> JSONResponse:
-    return JSONResponse(SaxError(code, message).to_body(), status_code=status or HTTP_STATUS[code])
-
-
-def _field(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path")]
-    return ".".join(parts) or "body"
-
-
-def _validation_message(exc: RequestValidationError) -> str:
-    msgs = []
-    for err in exc.errors():
-        kind, loc = err.get("type", ""), tuple(err.get("loc", ()))
-        if kind == "json_invalid":
-            detail = (err.get("ctx") or {}).get("error", "JSON decode error")
-            msgs.append(f"malformed JSON body: {detail} at position {loc[-1] if loc else '?'}")
-        elif kind == "extra_forbidden":
-            msgs.append(f"unknown field {_field(loc)!r}")
-        elif kind == "missing":
-            msgs.append(f"missing field {_field(loc)!r}")
-        else:
-            msgs.append(f"{_field(loc)}: {err.get('msg', 'invalid')}")
-    return "; ".join(msgs) or "invalid request"
+    headers = WWW_AUTHENTICATE if code == Code.UNAUTHENTICATED else None
+    return JSONResponse(
+        SaxError(code, message).to_body(), status_code=status or HTTP_STATUS[code], headers=headers
+    )
 
 
 def _install_errors(app: FastAPI) -> None:
     async def sax_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, SaxError)
-        return error_response(exc.code, exc.message)
+        headers = WWW_AUTHENTICATE if exc.code == Code.UNAUTHENTICATED else None
+        return JSONResponse(exc.to_body(), status_code=exc.http_status, headers=headers)
 
-    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return error_response(Code.INVALID_ARGUMENT, _validation_message(exc))
+        err = validation_error(exc.errors())
+        return JSONResponse(err.to_body(), status_code=err.http_status)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
@@ -194,11 +222,12 @@ def _install_errors(app: FastAPI) -> None:
             response.headers["Allow"] = allowed_methods(app.router.routes, request.scope)
         return response
 
-    async def internal_error(_: Request, exc: Exception) -> JSONResponse:
-        return error_response(Code.INTERNAL, f"{type(exc).__name__}: {exc}")
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        err = internal(exc, f"{request.method} {request.url.path}", log)
+        return error_response(err.code, err.message)
 
     app.add_exception_handler(SaxError, sax_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(Exception, internal_error)
 

@@ -8,11 +8,14 @@ The client rebuilds the same `SaxError` from the body, so code on both sides mat
 from __future__ import annotations
 
 import enum
+import logging
+import secrets
 from typing import Any
 
 
 class Code(enum.StrEnum):
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
     PERMISSION_DENIED = "PERMISSION_DENIED"
     NOT_FOUND = "NOT_FOUND"
     ALREADY_EXISTS = "ALREADY_EXISTS"
@@ -27,6 +30,7 @@ class Code(enum.StrEnum):
 
 HTTP_STATUS: dict[Code, int] = {
     Code.INVALID_ARGUMENT: 400,
+    Code.UNAUTHENTICATED: 401,
     Code.PERMISSION_DENIED: 403,
     Code.NOT_FOUND: 404,
     Code.ALREADY_EXISTS: 409,
@@ -48,19 +52,27 @@ SERVER_RETRYABLE = frozenset({Code.UNAVAILABLE, Code.RESOURCE_EXHAUSTED, Code.NO
 
 
 class SaxError(Exception):
-    """An error with a canonical code; `str(err)` is ``"CODE: message"``."""
+    """An error with a canonical code; `str(err)` is ``"CODE: message"``.
 
-    def __init__(self, code: Code, message: str) -> None:
+    `param` names the request field at fault (``temperature``, ``extra_inputs.seed``) when one
+    is; the body carries it as ``error.param``, OpenAI's routes as their ``param``.
+    """
+
+    def __init__(self, code: Code, message: str, param: str | None = None) -> None:
         super().__init__(f"{code.value}: {message}")
         self.code = code
         self.message = message
+        self.param = param
 
     @property
     def http_status(self) -> int:
         return HTTP_STATUS[self.code]
 
     def to_body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code.value, "message": self.message}}
+        error: dict[str, Any] = {"code": self.code.value, "message": self.message}
+        if self.param is not None:
+            error["param"] = self.param
+        return {"error": error}
 
     @classmethod
     def from_response(cls, status: int, body: Any) -> SaxError:
@@ -71,13 +83,23 @@ class SaxError(Exception):
                 code = Code(err.get("code", ""))
             except ValueError:
                 code = _CODE_BY_STATUS.get(status, Code.INTERNAL)
-            return cls(code, str(err.get("message", "")))
+            param = err.get("param")
+            return cls(code, str(err.get("message", "")), param if isinstance(param, str) else None)
         code = _CODE_BY_STATUS.get(status, Code.UNAVAILABLE if status >= 502 else Code.INTERNAL)
         return cls(code, f"HTTP {status}: {str(body)[:200]}")
 
 
-def invalid(message: str) -> SaxError:
-    return SaxError(Code.INVALID_ARGUMENT, message)
+def invalid(message: str, param: str | None = None) -> SaxError:
+    """INVALID_ARGUMENT (400); `param` names the request field at fault."""
+    return SaxError(Code.INVALID_ARGUMENT, message, param)
+
+
+def internal(exc: BaseException, what: str, log: logging.Logger) -> SaxError:
+    """INTERNAL (500) under a fresh request id: the exception's text goes to `log` with that id,
+    never to the caller."""
+    request_id = secrets.token_hex(8)
+    log.error("%s failed: request id %s", what, request_id, exc_info=exc)
+    return SaxError(Code.INTERNAL, f"internal error; request id {request_id}")
 
 
 def not_found(message: str) -> SaxError:

@@ -11,8 +11,9 @@ inputs, the engine producing its first chunk) fails as an ordinary JSON error re
 ``event: chunk`` carries a `StreamChunk` per engine step, ``event: done`` a `StreamDone` with the
 final samples, and ``event: error`` an `ErrorBody` if the stream fails after its first byte.
 
-``vm.*`` methods are served by a servable that lists the method in ``methods`` and defines an
-async ``vm_<name>(body: dict) -> dict`` (e.g. ``vm_classify``); otherwise they are 501.
+``vm.classify``, ``vm.embed``, ``vm.generate`` and ``vm.detect`` take images as base64 text and
+are served by a `VisionServable` that lists the method; other models answer 501. A bad image is
+a 400 naming its field.
 
 OpenAI-compatible: ``POST /v1/completions``, ``/v1/chat/completions``, ``/v1/embeddings`` and
 ``GET /v1/models``, usable with the ``openai`` SDK (``base_url=http://host:port/v1``); ``model``
@@ -26,16 +27,16 @@ streamed responses close the engine iterator). Also ``GET /v1/status``, ``/healt
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
@@ -43,9 +44,18 @@ from starlette.exceptions import HTTPException
 
 from sax.allow import allowed_methods
 from sax.api_docs import fastapi_app
+from sax.auth.acl import EVERYONE, Access
+from sax.auth.http import BEARER, WWW_AUTHENTICATE, bearer_token
+from sax.auth.source import AuthSource
 from sax.body_limit import BodyLimit
-from sax.errors import Code, SaxError, invalid
+from sax.errors import Code, SaxError, internal
+from sax.naming import CellId
+from sax.request_errors import public_params, validation_error
 from sax.schemas import (
+    ClassifyRequest,
+    ClassifyResponse,
+    DetectRequest,
+    DetectResponse,
     EmbedRequest,
     EmbedResponse,
     ErrorBody,
@@ -53,31 +63,41 @@ from sax.schemas import (
     GenerateResponse,
     GradientRequest,
     GradientResponse,
+    ImageEmbedRequest,
+    Probe,
     ReplicaStatus,
     ScoreRequest,
     ScoreResponse,
     ServerStatus,
     StreamChunk,
     StreamDone,
+    TextToImageRequest,
+    TextToImageResponse,
 )
 from sax.server import openai_compat as oa
-from sax.server.admission import PRINCIPAL_HEADER, Gate, cancelled_on_disconnect
+from sax.server import openai_images as oi
+from sax.server.admission import Gate
 from sax.server.manager import Model, ModelServer
 from sax.server.metrics import server_registry
+from sax.server.openai_serving import OpenAIServing
+from sax.server.sampling import extra_input_names, no_extra_inputs
 from sax.server.servable import Servable
 from sax.server.streaming import GenerateStream
+from sax.server.vision import as_vision
+from sax.store import CellStore
 
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
 LOADED = ReplicaStatus.LOADED
-OPENAI_PATHS = frozenset({"/v1/completions", "/v1/chat/completions", "/v1/embeddings"})
-VM_METHODS = ("vm.classify", "vm.embed", "vm.generate", "vm.detect")
+OPENAI_PATHS = frozenset(
+    {"/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/images/generations"}
+)
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorBody} for s in (400, 403, 404, 429, 500, 501, 503, 504)
+    s: {"model": ErrorBody} for s in (400, 401, 403, 404, 429, 500, 501, 503, 504)
 }
 OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": oa.OpenAIError} for s in (400, 403, 404, 429, 500, 501, 503, 504)
+    s: {"model": oa.OpenAIError} for s in (400, 401, 403, 404, 429, 500, 501, 503, 504)
 }
 
 # The 200 of an OpenAI route answers JSON, or server-sent events when the body says "stream".
@@ -101,23 +121,30 @@ def _json(body: bytes | str, status: int = 200) -> Response:
     return Response(body, status_code=status, media_type=JSON)
 
 
-def _gate(model: Model, method: str, request: Request) -> Gate:
-    principal = request.headers.get(PRINCIPAL_HEADER) if model.spec.acls else None
-    return model.gate(method, principal)
+def _gate_for(auth: AuthSource) -> Callable[[Model, str, Request], Gate]:
+    """`gate(model, method, request)`: `method`'s gate once the model's ACL for it admits the
+    caller (OpenAI streams are checked with ``lm.generate``'s ACL, like the unstreamed calls).
+    The routers' `AuthSource.current` dependency has refreshed the config snapshot already."""
 
+    def gate(model: Model, method: str, request: Request) -> Gate:
+        acl_method = method
+        if method == "lm.generate_stream" and request.url.path in OPENAI_PATHS:
+            acl_method = "lm.generate"
+        acl = model.spec.acls.get(acl_method, "")
+        if acl not in EVERYONE:
+            access = Access(auth.snapshot(), bearer_token(request.headers))
+            access.require_data(model.model_id, acl_method, acl)
+        return model.gate(method)
 
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
-        where = f"field {'.'.join(loc)!r}: " if loc else ""
-        parts.append(f"{where}{err.get('msg', 'invalid')}")
-    return "invalid request: " + "; ".join(parts)
+    return gate
 
 
 def _error_response(request: Request, err: SaxError, status: int | None = None) -> Response:
     body = oa.error_body(err) if request.url.path in OPENAI_PATHS else err.to_body()
-    return _json(json.dumps(body), status or err.http_status)
+    response = _json(json.dumps(body), status or err.http_status)
+    if err.code == Code.UNAUTHENTICATED:
+        response.headers.update(WWW_AUTHENTICATE)
+    return response
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -127,7 +154,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        return _error_response(request, invalid(_validation_message(exc)))
+        return _error_response(request, validation_error(exc.errors()))
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -140,8 +167,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         return response
 
     async def on_other(request: Request, exc: Exception) -> Response:
-        # Starlette re-raises after this response, so the server logs the traceback once.
-        return _error_response(request, SaxError(Code.INTERNAL, f"{type(exc).__name__}: {exc}"))
+        # Starlette re-raises after this response; the log ties its traceback to the id.
+        return _error_response(request, internal(exc, f"{request.method} {request.url.path}", log))
 
     app.add_exception_handler(SaxError, on_sax_error)
     app.add_exception_handler(RequestValidationError, on_validation)
@@ -153,42 +180,27 @@ def _sse(event: bytes, payload: str) -> bytes:
     return b"event: " + event + b"\ndata: " + payload.encode() + b"\n\n"
 
 
-async def _sax_events(stream: GenerateStream) -> AsyncIterator[bytes]:
+async def _sax_events(stream: GenerateStream, names: dict[str, str]) -> AsyncIterator[bytes]:
     try:
-        async for chunk in stream.chunks():
-            yield _sse(b"chunk", StreamChunk(items=chunk).model_dump_json())
-        yield _sse(b"done", StreamDone(samples=stream.samples()).model_dump_json())
+        with public_params(names):
+            async for chunk in stream.chunks():
+                yield _sse(b"chunk", StreamChunk(items=chunk).model_dump_json())
+            yield _sse(b"done", StreamDone(samples=stream.samples()).model_dump_json())
     except SaxError as exc:
         yield _sse(b"error", json.dumps(exc.to_body()))
-    except Exception as exc:
+    except Exception:
         log.exception("Stream of %s failed", stream.gate.model_id)
-        yield _sse(b"error", json.dumps(SaxError(Code.INTERNAL, repr(exc)).to_body()))
+        yield _sse(b"error", json.dumps(SaxError(Code.INTERNAL, "internal error").to_body()))
 
 
-async def _openai_events(
-    stream: GenerateStream, writer: oa.ChunkWriter, prompt_tokens: Callable[[], int], usage: bool
-) -> AsyncIterator[bytes]:
-    try:
-        first = writer.first(stream.options.num_samples)
-        if first is not None:
-            yield first
-        async for chunk in stream.chunks():
-            yield writer.items(chunk)
-        samples = stream.samples()
-        yield writer.finish(samples)
-        if usage:
-            yield writer.usage(prompt_tokens(), samples)
-    except SaxError as exc:
-        yield b"data: " + json.dumps(oa.error_body(exc)).encode() + b"\n\n"
-    except Exception as exc:
-        log.exception("Stream of %s failed", stream.gate.model_id)
-        err = SaxError(Code.INTERNAL, repr(exc))
-        yield b"data: " + json.dumps(oa.error_body(err)).encode() + b"\n\n"
-    yield oa.SSE_DONE
-
-
-def _data_router(server: ModelServer) -> APIRouter:
-    router = APIRouter(prefix="/v1/models/{name}", tags=["data"], responses=ERRORS)
+def _data_router(server: ModelServer, auth: AuthSource) -> APIRouter:
+    router = APIRouter(
+        prefix="/v1/models/{name}",
+        tags=["data"],
+        responses=ERRORS,
+        dependencies=[Security(BEARER), Depends(auth.current)],
+    )
+    _gate = _gate_for(auth)
     default_timeout = server.opts.default_timeout_s
 
     async def call(
@@ -197,19 +209,22 @@ def _data_router(server: ModelServer) -> APIRouter:
         request: Request,
         timeout_s: float | None,
         make: Callable[[Servable], Callable[[], Awaitable[Any]]],
+        cost: int = 1,
     ) -> Any:
-        """Looks the model up, checks its ACL, and runs ``make(servable)`` under admission, the
-        request's deadline and disconnect cancellation."""
+        """Looks the model up, checks its ACL, and runs ``make(servable)`` under admission
+        (one request of `cost` items), the request's deadline and disconnect cancellation."""
         model = server.loaded(name)
         gate = _gate(model, method, request)
-        return await gate.run(make(model.engine), timeout_s or default_timeout, request.receive)
+        timeout = timeout_s or default_timeout
+        return await gate.run(make(model.engine), timeout, request.receive, cost)
 
     @router.post("/lm.generate", response_model=GenerateResponse)
     async def generate(name: str, body: GenerateRequest, request: Request) -> Response:
         def make(s: Servable) -> Callable[[], Awaitable[Any]]:
             return partial(s.generate, s.lm_prompt(body.text), s.sampling(body.extra_inputs))
 
-        samples = await call(name, "lm.generate", request, body.timeout_s, make)
+        with public_params(extra_input_names(body.extra_inputs, prompt="text")):
+            samples = await call(name, "lm.generate", request, body.timeout_s, make)
         return _json(GenerateResponse(samples=samples).model_dump_json())
 
     @router.post(
@@ -221,38 +236,47 @@ def _data_router(server: ModelServer) -> APIRouter:
         model = server.loaded(name)
         gate = _gate(model, "lm.generate_stream", request)
         servable = model.engine
-        options = servable.sampling(body.extra_inputs)
-        prompt = servable.lm_prompt(body.text)
-        stream = GenerateStream(gate, servable, prompt, options, body.timeout_s or default_timeout)
-        await stream.start(request.receive)
+        names = extra_input_names(body.extra_inputs, prompt="text")
+        with public_params(names):
+            options = servable.sampling(body.extra_inputs)
+            prompt = servable.lm_prompt(body.text)
+            timeout = body.timeout_s or default_timeout
+            stream = GenerateStream(gate, servable, prompt, options, timeout)
+            await stream.start(request.receive)
         return EventSourceResponse(
-            _sax_events(stream), sep="\n", background=BackgroundTask(stream.close)
+            _sax_events(stream, names), sep="\n", background=BackgroundTask(stream.close)
         )
 
     @router.post("/lm.score", response_model=ScoreResponse)
     async def score(name: str, body: ScoreRequest, request: Request) -> Response:
-        scores = await call(
-            name,
-            "lm.score",
-            request,
-            body.timeout_s,
-            lambda s: partial(s.score, body.prefix, body.suffixes, body.extra_inputs),
-        )
+        no_extra_inputs(body.extra_inputs, "lm.score")
+        with public_params({"prompt": "suffixes"}):
+            scores = await call(
+                name,
+                "lm.score",
+                request,
+                body.timeout_s,
+                lambda s: partial(s.score, body.prefix, body.suffixes, body.extra_inputs),
+                cost=len(body.suffixes),
+            )
         return _json(ScoreResponse(scores=scores).model_dump_json())
 
     @router.post("/lm.embed", response_model=EmbedResponse)
     async def embed(name: str, body: EmbedRequest, request: Request) -> Response:
-        vector = await call(
-            name,
-            "lm.embed",
-            request,
-            body.timeout_s,
-            lambda s: partial(s.embed, body.text, body.extra_inputs),
-        )
+        no_extra_inputs(body.extra_inputs, "lm.embed")
+        with public_params({"prompt": "text"}):
+            vector = await call(
+                name,
+                "lm.embed",
+                request,
+                body.timeout_s,
+                lambda s: partial(s.embed, body.text, body.extra_inputs),
+            )
         return _json(EmbedResponse(embedding=vector).model_dump_json())
 
     @router.post("/lm.gradient", response_model=GradientResponse)
     async def gradient(name: str, body: GradientRequest, request: Request) -> Response:
+        no_extra_inputs(body.extra_inputs, "lm.gradient")
         result = await call(
             name,
             "lm.gradient",
@@ -262,68 +286,69 @@ def _data_router(server: ModelServer) -> APIRouter:
         )
         return _json(result.model_dump_json())
 
-    def vm_route(method: str) -> None:
-        attr = method.replace(".", "_")
+    @router.post("/vm.classify", response_model=ClassifyResponse, operation_id="vm_classify")
+    async def vm_classify(name: str, body: ClassifyRequest, request: Request) -> Response:
+        texts = await call(
+            name,
+            "vm.classify",
+            request,
+            body.timeout_s,
+            lambda s: partial(
+                as_vision(s, "vm.classify").classify, body.image_bytes, body.extra_inputs
+            ),
+        )
+        return _json(ClassifyResponse(texts=texts).model_dump_json())
 
-        async def vm(name: str, body: dict[str, Any], request: Request) -> Response:
-            model = server.loaded(name)
-            gate = _gate(model, method, request)
-            handler = getattr(model.engine, attr, None)
-            if handler is None:
-                raise SaxError(
-                    Code.UNIMPLEMENTED, f"model {model.model_id} does not serve {method}"
-                )
-            timeout = body.get("timeout_s")
-            if not isinstance(timeout, int | float) or timeout <= 0:
-                timeout = default_timeout
-            result = await gate.run(partial(handler, body), float(timeout), request.receive)
-            return _json(json.dumps(result))
+    @router.post("/vm.embed", response_model=EmbedResponse, operation_id="vm_embed")
+    async def vm_embed(name: str, body: ImageEmbedRequest, request: Request) -> Response:
+        vector = await call(
+            name,
+            "vm.embed",
+            request,
+            body.timeout_s,
+            lambda s: partial(
+                as_vision(s, "vm.embed").embed_image, body.image_bytes, body.extra_inputs
+            ),
+        )
+        return _json(EmbedResponse(embedding=vector).model_dump_json())
 
-        router.add_api_route(f"/{method}", vm, methods=["POST"], name=attr)
+    @router.post("/vm.generate", response_model=TextToImageResponse, operation_id="vm_generate")
+    async def vm_generate(name: str, body: TextToImageRequest, request: Request) -> Response:
+        images = await call(
+            name,
+            "vm.generate",
+            request,
+            body.timeout_s,
+            lambda s: partial(
+                as_vision(s, "vm.generate").text_to_image, body.text, body.extra_inputs
+            ),
+        )
+        return _json(TextToImageResponse(images=images).model_dump_json())
 
-    for method in VM_METHODS:
-        vm_route(method)
+    @router.post("/vm.detect", response_model=DetectResponse, operation_id="vm_detect")
+    async def vm_detect(name: str, body: DetectRequest, request: Request) -> Response:
+        boxes = await call(
+            name,
+            "vm.detect",
+            request,
+            body.timeout_s,
+            lambda s: partial(
+                as_vision(s, "vm.detect").detect, body.image_bytes, body.text, body.extra_inputs
+            ),
+        )
+        return _json(DetectResponse(bounding_boxes=boxes).model_dump_json())
+
     return router
 
 
-def _openai_router(server: ModelServer) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["openai"], responses=OPENAI_ERRORS)
-    timeout = server.opts.default_timeout_s
-
-    async def generate_all(
-        model: Model, prompts: list[str], req: oa.SamplingRequest, request: Request
-    ) -> list[list[Any]]:
-        servable = model.engine
-        options = servable.sampling(req.extra_inputs())
-        gate = _gate(model, "lm.generate", request)
-        if len(prompts) == 1:
-            return [
-                await gate.run(
-                    partial(servable.generate, prompts[0], options), timeout, request.receive
-                )
-            ]
-        with cancelled_on_disconnect(request.receive):
-            return list(
-                await asyncio.gather(
-                    *(gate.run(partial(servable.generate, p, options), timeout) for p in prompts)
-                )
-            )
-
-    async def stream(
-        model: Model, prompt: str, req: oa.SamplingRequest, request: Request, chat: bool
-    ) -> Response:
-        servable = model.engine
-        options = servable.sampling(req.extra_inputs())
-        gate = _gate(model, "lm.generate_stream", request)
-        stream = GenerateStream(gate, servable, prompt, options, timeout)
-        await stream.start(request.receive)
-        writer = oa.ChunkWriter(req.model, chat=chat)
-        events = _openai_events(
-            stream, writer, partial(servable.count_tokens, prompt), req.include_usage()
-        )
-        return StreamingResponse(
-            events, media_type="text/event-stream", background=BackgroundTask(stream.close)
-        )
+def _openai_router(server: ModelServer, auth: AuthSource) -> APIRouter:
+    router = APIRouter(
+        prefix="/v1",
+        tags=["openai"],
+        responses=OPENAI_ERRORS,
+        dependencies=[Security(BEARER), Depends(auth.current)],
+    )
+    serving = OpenAIServing(server, _gate_for(auth))
 
     @router.post(
         "/completions",
@@ -332,15 +357,7 @@ def _openai_router(server: ModelServer) -> APIRouter:
         responses=OPENAI_STREAMED,
     )
     async def completions(body: oa.CompletionRequest, request: Request) -> Response:
-        model = server.loaded(body.model)
-        prompts = body.prompts()
-        if body.stream:
-            if len(prompts) != 1:
-                raise invalid("stream=true takes exactly one prompt")
-            return await stream(model, prompts[0], body, request, chat=False)
-        per_prompt = await generate_all(model, prompts, body, request)
-        tokens = sum(model.engine.count_tokens(p) for p in prompts)
-        return _json(oa.completion_response(body.model, per_prompt, tokens).model_dump_json())
+        return await serving.completions(body, request)
 
     @router.post(
         "/chat/completions",
@@ -349,32 +366,28 @@ def _openai_router(server: ModelServer) -> APIRouter:
         responses=OPENAI_STREAMED,
     )
     async def chat_completions(body: oa.ChatCompletionRequest, request: Request) -> Response:
-        model = server.loaded(body.model)
-        prompt = model.engine.chat_prompt(body.message_dicts())
-        if body.stream:
-            return await stream(model, prompt, body, request, chat=True)
-        (samples,) = await generate_all(model, [prompt], body, request)
-        tokens = model.engine.count_tokens(prompt)
-        return _json(oa.chat_response(body.model, samples, tokens).model_dump_json())
+        return await serving.chat(body, request)
 
     @router.post(
         "/embeddings", response_model=oa.EmbeddingResponse, operation_id="create_embedding"
     )
     async def embeddings(body: oa.EmbeddingRequest, request: Request) -> Response:
+        return await serving.embeddings(body, request)
+
+    @router.post(
+        "/images/generations", response_model=oi.ImagesResponse, operation_id="create_image"
+    )
+    async def images_generations(body: oi.ImageGenerationRequest, request: Request) -> Response:
         model = server.loaded(body.model)
-        gate = _gate(model, "lm.embed", request)
         servable = model.engine
-        inputs = body.inputs()
-        with cancelled_on_disconnect(request.receive):
-            vectors = await asyncio.gather(
-                *(gate.run(partial(servable.embed, text, {}), timeout) for text in inputs)
-            )
-        response = oa.EmbeddingResponse(
-            data=[oa.embedding_data(i, v, body.encoding_format) for i, v in enumerate(vectors)],
-            model=body.model,
-            usage=oa.usage(sum(servable.count_tokens(t) for t in inputs), []),
+        extra = oi.check_generation(body, model.model_id, servable)
+        gate = serving.gate_for(model, "vm.generate", request)
+        images = await gate.run(
+            partial(as_vision(servable, "vm.generate").text_to_image, body.prompt, extra),
+            server.opts.default_timeout_s,
+            request.receive,
         )
-        return _json(response.model_dump_json())
+        return _json(oi.images_response([i.image for i in images]).model_dump_json())
 
     @router.get("/models", response_model=oa.ModelCardList)
     async def list_models() -> Response:
@@ -396,12 +409,25 @@ def _status_router(server: ModelServer) -> APIRouter:
                 admin_address=server.admin_address,
                 admin_id=server.admin_id,
                 models=server.reports(),
+                engine_pids=server.engine_pids(),
+                backend_errors=server.backend_errors,
+                draining=server.draining,
             ).model_dump_json()
         )
 
     @router.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @router.get("/livez", response_model=Probe, responses={503: {"model": Probe}})
+    async def livez() -> Response:
+        """Liveness in the Kubernetes convention: 503 means restart this process."""
+        return _probe(server.liveness())
+
+    @router.get("/readyz", response_model=Probe, responses={503: {"model": Probe}})
+    async def readyz() -> Response:
+        """Readiness: joined to the admin, not draining, every model it holds LOADED."""
+        return _probe(server.readiness(time.monotonic(), server.joined_at, READY_JOIN_AGE_S))
 
     @router.get("/metrics", response_class=Response)
     async def metrics() -> Response:
@@ -410,7 +436,24 @@ def _status_router(server: ModelServer) -> APIRouter:
     return router
 
 
-def create_app(server: ModelServer) -> FastAPI:
+READY_JOIN_AGE_S = 15.0  # a join reply comes at least every poll timeout (5 s)
+
+
+def _probe(probe: Probe) -> Response:
+    return Response(
+        probe.model_dump_json(),
+        status_code=200 if probe.status == "ok" else 503,
+        media_type="application/json",
+    )
+
+
+def create_app(server: ModelServer, auth: AuthSource | None = None) -> FastAPI:
+    """`auth`: the cell's live auth settings; by default read from the server's sax_root (off
+    without one)."""
+    if auth is None:
+        opts = server.opts
+        store = CellStore(opts.sax_root, CellId.parse(opts.cell)) if opts.sax_root else None
+        auth = AuthSource(store) if store is not None else AuthSource.off()
     app = fastapi_app(
         title="sax model server",
         summary="Saxml data API (lm.*, vm.*) and an OpenAI-compatible subset",
@@ -418,8 +461,8 @@ def create_app(server: ModelServer) -> FastAPI:
     )
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=server.opts.max_body_bytes)  # type: ignore[arg-type]
-    app.include_router(_data_router(server))
-    app.include_router(_openai_router(server))
+    app.include_router(_data_router(server, auth))
+    app.include_router(_openai_router(server, auth))
     app.include_router(_status_router(server))
     app.state.server = server
     return app

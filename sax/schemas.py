@@ -36,7 +36,9 @@ MAX_BODY_BYTES = 1 << 20  # admin requests; data requests have their own, larger
 
 
 class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # Unknown fields are a 400 naming them; floats must be finite (NaN, Infinity and 1e400 are
+    # refused by the field's name, wherever they appear).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class Response(BaseModel):
@@ -53,12 +55,21 @@ class ReplicaStatus(enum.StrEnum):
 # ---------------------------------------------------------------- cell files (sax/store.py)
 
 
+class Principal(Response):
+    """A caller the cell knows (``config.json``): its bearer tokens, stored as SHA-256 hex
+    digests only, and the ACL groups it belongs to."""
+
+    token_sha256: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+
+
 class CellConfig(Response):
-    """``<sax_root>/sax/<cell>/config.json``."""
+    """``<sax_root>/sax/<cell>/config.json``. Auth is on when `principals` names anyone."""
 
     version: int = 1
     fs_root: str
     admin_acl: str = ""
+    principals: dict[str, Principal] = Field(default_factory=dict)
 
 
 class Location(Response):
@@ -209,6 +220,18 @@ class ServerInfo(Response):
     tags: list[str]
     models: list[ModelReport]
     seconds_since_last_join: float
+    backend_errors: dict[str, str] = Field(default_factory=dict)
+    draining: bool = False
+
+
+class Probe(Response):
+    """A liveness or readiness answer (`/livez`, `/readyz`): 200 when every check is "ok",
+    503 otherwise."""
+
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(
+        default_factory=dict, description='check name -> "ok" or what is wrong'
+    )
 
 
 class ServerList(Response):
@@ -231,6 +254,15 @@ class JoinRequest(Request):
     tags: list[str] = Field(default_factory=list)
     models: list[ModelReport] = Field(default_factory=list)
     admin_id: str = Field("", description="admin_id from the last reply; '' on first join")
+    backend_errors: dict[str, str] = Field(
+        default_factory=dict,
+        description="backend -> why it is unavailable (its model paths are not offered)",
+    )
+    draining: bool = Field(
+        False,
+        description="the server is leaving: stop routing to it and place nothing there; the"
+        " reply is the last one it waits for",
+    )
 
 
 class Assignment(Response):
@@ -250,7 +282,7 @@ class JoinResponse(Response):
 # ---------------------------------------------------------------- data API (model server)
 
 
-ExtraValue = float | int | str | list[str] | bool
+ExtraValue = float | int | str | list[str] | list[int] | bool
 
 
 class GenerateRequest(Request):
@@ -283,6 +315,9 @@ class StreamItem(Response):
     score: float
     num_tokens: int = Field(
         default=0, description="tokens generated for this sample so far; 0 = unknown"
+    )
+    finish_reason: str | None = Field(
+        default=None, description="set on the sample's last item: the engine's stop, length..."
     )
 
 
@@ -332,6 +367,74 @@ class GradientResponse(Response):
     gradients: dict[str, Tensor]
 
 
+# Vision (vm.*): images travel as base64 text (standard alphabet; a ``data:image/...;base64,``
+# URL is accepted too). Bad images are a 400 naming the field (sax/server/images.py).
+
+VisionExtra = dict[str, float | int | str | bool]
+
+
+class ClassifyRequest(Request):
+    image_bytes: str = Field(description="the image, base64 (PNG, JPEG, ...)")
+    extra_inputs: VisionExtra = Field(default_factory=dict, description="top_k")
+    timeout_s: float | None = Field(None, gt=0)
+
+
+class ScoredText(Response):
+    text: str
+    score: float
+
+
+class ClassifyResponse(Response):
+    texts: list[ScoredText] = Field(description="top-k labels, best first; score = probability")
+
+
+class ImageEmbedRequest(Request):
+    image_bytes: str = Field(description="the image, base64")
+    extra_inputs: VisionExtra = Field(default_factory=dict)
+    timeout_s: float | None = Field(None, gt=0)
+
+
+class TextToImageRequest(Request):
+    text: str = Field(min_length=1, description="the prompt")
+    extra_inputs: VisionExtra = Field(
+        default_factory=dict, description="num_samples (images), seed"
+    )
+    timeout_s: float | None = Field(None, gt=0)
+
+
+class GeneratedImage(Response):
+    image: str = Field(description="PNG, base64")
+    score: float
+
+
+class TextToImageResponse(Response):
+    images: list[GeneratedImage]
+
+
+class DetectRequest(Request):
+    image_bytes: str = Field(description="the image, base64")
+    text: list[str] = Field(
+        default_factory=list, description="open-set concepts (only models that take text)"
+    )
+    extra_inputs: VisionExtra = Field(default_factory=dict, description="score_threshold")
+    timeout_s: float | None = Field(None, gt=0)
+
+
+class BoundingBox(Response):
+    """A box in pixels of the input image: centre (cx, cy), width and height; origin top-left."""
+
+    cx: float
+    cy: float
+    w: float
+    h: float
+    text: str = Field(description="the label")
+    score: float
+
+
+class DetectResponse(Response):
+    bounding_boxes: list[BoundingBox] = Field(description="best first")
+
+
 class ServerStatus(Response):
     """GET /v1/status on a model server."""
 
@@ -339,11 +442,19 @@ class ServerStatus(Response):
     admin_address: str = ""
     admin_id: str = ""
     models: list[ModelReport] = Field(default_factory=list)
+    engine_pids: dict[str, list[int]] = Field(
+        default_factory=dict, description="model id -> process ids of its engine processes"
+    )
+    backend_errors: dict[str, str] = Field(
+        default_factory=dict, description="backend -> why it is unavailable"
+    )
+    draining: bool = False
 
 
 class ErrorDetail(Response):
     code: str
     message: str
+    param: str | None = Field(None, description="the request field at fault, when one is")
 
 
 class ErrorBody(Response):

@@ -329,7 +329,11 @@ class CellStore(_CellFiles):
         return self._backend.read(self._path(CONFIG_FILE))[0] is not None
 
     def read_config(self) -> CellConfig:
-        data, _ = self._backend.read(self._path(CONFIG_FILE))
+        return self.read_config_versioned()[0]
+
+    def read_config_versioned(self) -> tuple[CellConfig, Generation]:
+        """config.json and its generation, for a compare-and-swap `write_config`."""
+        data, gen = self._backend.read(self._path(CONFIG_FILE))
         if data is None:
             raise SaxError(
                 Code.FAILED_PRECONDITION,
@@ -337,15 +341,31 @@ class CellStore(_CellFiles):
                 f" run `sax admin-config --sax_cell={self.cell} --sax_root={self.root}"
                 " --fs_root=...` first",
             )
-        return _decode(CellConfig, data, self._url(CONFIG_FILE))
+        return _decode(CellConfig, data, self._url(CONFIG_FILE)), gen
+
+    def write_config(self, config: CellConfig, if_generation: Generation) -> Generation:
+        """Rewrites config.json if it is still at `if_generation` (else FAILED_PRECONDITION)."""
+        return self._backend.write(self._path(CONFIG_FILE), _encode(config), if_generation)
 
     def create(self, config: CellConfig, exist_ok: bool = False) -> None:
-        """Writes config.json (rewriting it when `exist_ok`) and a placeholder location.json."""
+        """Writes config.json (rewriting it when `exist_ok`) and a placeholder location.json.
+        A rewrite keeps the auth settings of the existing config (principals, admin ACL) that
+        `config` leaves empty, so re-running ``admin-config`` or ``sax up`` never weakens them
+        (``saxutil setacl`` and ``saxutil revoke`` change them)."""
         if not config.fs_root:
             raise SaxError(Code.INVALID_ARGUMENT, "fs_root must not be empty")
         _resolve(config.fs_root)  # reject unsupported URLs now, not when the admin starts
         path = self._path(CONFIG_FILE)
         if exist_ok:
+            existing, _ = self._backend.read(path)
+            if existing is not None:
+                old = _decode(CellConfig, existing, self._url(CONFIG_FILE))
+                config = config.model_copy(
+                    update={
+                        "principals": config.principals or old.principals,
+                        "admin_acl": config.admin_acl or old.admin_acl,
+                    }
+                )
             self._backend.write(path, _encode(config), None, unconditional=True)
         else:
             try:

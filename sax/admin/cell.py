@@ -39,6 +39,7 @@ from sax.admin.metrics import AdminMetrics, Snapshot
 from sax.admin.placement import Failure, Placement, ServerView, place
 from sax.admin.validate import validate_model
 from sax.admin.watch import Signal, Waitable, Watchable
+from sax.auth.acl import OPEN, Access
 from sax.errors import Code, SaxError, invalid, not_found, unavailable
 from sax.naming import NAME_PATTERN, CellId, ModelId, is_valid_name
 from sax.schemas import (
@@ -50,6 +51,7 @@ from sax.schemas import (
     ModelInfo,
     ModelList,
     ModelReport,
+    Probe,
     PublishedModel,
     PublishRequest,
     ReplicaInfo,
@@ -81,6 +83,7 @@ class Cell:
         disconnect_grace_s: float = 0.5,
         failure_backoff_s: float = 1.0,
         max_failure_backoff_s: float = 60.0,
+        adopt_window_s: float = 10.0,
     ) -> None:
         self.cell = cell
         self.admin_id = admin_id
@@ -90,6 +93,8 @@ class Cell:
         self.disconnect_grace_s = disconnect_grace_s
         self.failure_backoff_s = failure_backoff_s
         self.max_failure_backoff_s = max_failure_backoff_s
+        self.adopt_window_s = adopt_window_s
+        self._adopt_until = time.monotonic() + adopt_window_s
         self.metrics = AdminMetrics()
         self.metrics.watch_gauges(self._snapshot)
         self._persist = persist
@@ -126,6 +131,22 @@ class Cell:
             self._install(model)
         self._request_placement()
 
+    def liveness(self) -> Probe:
+        """The placer and reaper loops still run (they log and go on after an error)."""
+        checks = {t.get_name(): "stopped" if t.done() else "ok" for t in self._tasks} or {
+            "control_loops": "not started"
+        }
+        ok = all(v == "ok" for v in checks.values())
+        return Probe(status="ok" if ok else "unavailable", checks=checks)
+
+    def readiness(self) -> Probe:
+        """Live, and this admin holds the cell's lease (a deposed leader is not ready)."""
+        probe = self.liveness()
+        leader = self._is_leader()
+        checks = {**probe.checks, "lease": "ok" if leader else "not the leader"}
+        ok = probe.status == "ok" and leader
+        return Probe(status="ok" if ok else "unavailable", checks=checks)
+
     def set_leader_check(self, fn: Callable[[], bool]) -> None:
         self._is_leader = fn
 
@@ -136,6 +157,7 @@ class Cell:
     async def start(self) -> None:
         """Starts the placement and liveness tasks; a no-op when they already run."""
         if not self._tasks:
+            self._adopt_until = time.monotonic() + self.adopt_window_s
             self._tasks = [
                 asyncio.create_task(self._placer(), name="sax-placer"),
                 asyncio.create_task(self._reaper(), name="sax-reaper"),
@@ -152,8 +174,10 @@ class Cell:
 
     # ------------------------------------------------------------ admin API
 
-    async def publish(self, request: PublishRequest) -> ModelInfo:
+    async def publish(self, request: PublishRequest, access: Access = OPEN) -> ModelInfo:
+        """Needs the cell's admin ACL (`sax.auth.acl`), checked before anything else."""
         self._check_leader()
+        access.require_cell_admin("publish", str(self.cell))
         model = PublishedModel(**request.model_dump(), uuid=uuid.uuid4().hex)
         mid = str(validate_model(model, self.cell))
         async with self._mutations:
@@ -167,12 +191,15 @@ class Cell:
         self._request_placement()
         return self._info(mid)
 
-    async def update(self, name: str, request: UpdateRequest) -> ModelInfo:
+    async def update(self, name: str, request: UpdateRequest, access: Access = OPEN) -> ModelInfo:
+        """Needs the cell's or the model's admin ACL."""
         self._check_leader()
         mid = self._model_key(name)
+        access.authenticate(f"update {mid}")
         async with self._mutations:
             self._check_leader()
             prev = self._get(mid)
+            access.require_model_admin("update", mid, prev.admin_acl)
             if request.model_path is not None and request.model_path != prev.model_path:
                 raise invalid(
                     f"model_path is immutable: {mid} serves {prev.model_path!r}, not "
@@ -188,14 +215,17 @@ class Cell:
             self._assignments[mid] = _assignment(model)
         log.info("updated %s: %s", mid, sorted(changes))
         self._request_placement()
-        return self._info(mid)
+        reloads = [f for f in RELOAD_FIELDS if getattr(model, f) != getattr(prev, f)]
+        return reloading(self._info(mid), reloads) if reloads else self._info(mid)
 
-    async def unpublish(self, name: str) -> None:
+    async def unpublish(self, name: str, access: Access = OPEN) -> None:
+        """Needs the cell's or the model's admin ACL."""
         self._check_leader()
         mid = self._model_key(name)
+        access.authenticate(f"unpublish {mid}")
         async with self._mutations:
             self._check_leader()
-            self._get(mid)
+            access.require_model_admin("unpublish", mid, self._get(mid).admin_acl)
             await self._persist(self._state({k: v for k, v in self._models.items() if k != mid}))
             del self._models[mid]
             del self._assignments[mid]
@@ -279,39 +309,66 @@ class Cell:
                     memory_bytes=s.request.memory_bytes,
                     model_paths=sorted(s.request.servable_model_paths),
                     tags=sorted(s.request.tags),
-                    models=sorted(s.request.models, key=lambda m: m.model_id),
+                    models=sorted(
+                        (m.model_copy(update={"uuid": ""}) for m in s.request.models),
+                        key=lambda m: m.model_id,
+                    ),
                     seconds_since_last_join=max(0.0, now - s.last_join_at),
+                    backend_errors=dict(s.request.backend_errors),
                 )
                 for _, s in sorted(self._servers.items())
             ]
         )
 
-    async def placed(self) -> None:
-        """Returns once every event so far has been reflected in a placement."""
+    async def placed(self, timeout_s: float = 5.0) -> None:
+        """Returns once every event so far has been reflected in a placement, or after
+        `timeout_s` (placement keeps failing: the caller goes on with the last one)."""
         target = self._requested
-        while self._done < target and self._tasks:
+        deadline = time.monotonic() + timeout_s
+        while self._done < target and self._tasks and time.monotonic() < deadline:
             await self._placed.wait(1.0)
 
     # ------------------------------------------------------------ join protocol
 
     async def join(
-        self, request: JoinRequest, disconnected: Disconnected | None = None
+        self,
+        request: JoinRequest,
+        disconnected: Disconnected | None = None,
+        access: Access = OPEN,
     ) -> JoinResponse:
         """Records a server's report and answers with its desired assignment.
 
         Answers at once when the server needs news (`ServerSession.should_reply_now`), else
         holds up to the join poll timeout or until its assignment changes. `disconnected`, if
         given, returns when the caller's connection closes; a held join that sees it marks
-        the server for removal unless it joins again within the disconnect grace."""
+        the server for removal unless it joins again within the disconnect grace.
+
+        Needs the cell's admin ACL. A live session is continued only by the principal that
+        opened it and with the same data address (PERMISSION_DENIED / FAILED_PRECONDITION);
+        reports of models not assigned to the server are ignored (`ServerSession.honours`)."""
         started = time.perf_counter()
         self._check_leader()
+        access.require_cell_admin("join", str(self.cell))
         if not request.address:
             raise invalid("address must not be empty")
         now = time.monotonic()
         session = self._servers.get(request.address)
         fresh = session is None
+        if request.draining:
+            if session is not None:
+                _check_same_server(session, request, access.principal)
+            return self._leave(session)
+        if session is not None:
+            _check_same_server(session, request, access.principal)
         if session is None:
             session = ServerSession(request=request, first_join_at=now, last_join_at=now)
+            session.principal = access.principal
+            if now < self._adopt_until:
+                session.adoptable = frozenset(
+                    m.model_id
+                    for m in request.models
+                    if m.status in (ReplicaStatus.LOADING, ReplicaStatus.LOADED)
+                )
             self._servers[request.address] = session
             log.info("server %s joined (%s %s)", request.address, request.chip, request.topology)
             old: dict[str, ModelReport] = {}
@@ -320,7 +377,7 @@ class Cell:
             old = session.reports
             replan = capabilities(session.request) != capabilities(request)
         new = {m.model_id: m for m in request.models}
-        touched = self._note_reports(request.address, old, new, now)
+        touched = self._note_reports(session, old, new, now)
         replan = replan or any(
             (mid in old) != (mid in new)
             or new[mid].status in (ReplicaStatus.FAILED, ReplicaStatus.UNLOADING)
@@ -385,14 +442,28 @@ class Cell:
                 watcher.cancel()
         return self._reply(session)
 
+    def _leave(self, session: ServerSession | None) -> JoinResponse:
+        """A server is shutting down: drop its session now, so watchers stop routing to it and
+        its replicas are re-placed before its port closes; its last reply assigns nothing."""
+        if session is not None:
+            self._remove_server(session, "leaving")
+            session.notify()
+        return JoinResponse(admin_id=self.admin_id, assignment=[])
+
     def _reply(self, session: ServerSession) -> JoinResponse:
         session.mark_sent()
         return JoinResponse(admin_id=self.admin_id, assignment=list(session.desired))
 
     def _note_reports(
-        self, address: str, old: dict[str, ModelReport], new: dict[str, ModelReport], now: float
+        self,
+        session: ServerSession,
+        old: dict[str, ModelReport],
+        new: dict[str, ModelReport],
+        now: float,
     ) -> set[str]:
-        """Models whose reported status or uuid changed; records load failures and successes."""
+        """Models whose reported status or uuid changed; records load failures and successes of
+        models assigned to that server with the published uuid."""
+        address = session.address
         touched = set()
         for mid in old.keys() | new.keys():
             o, n = old.get(mid), new.get(mid)
@@ -404,7 +475,9 @@ class Cell:
                 continue
             self._holders[mid].add(address)
             model = self._models.get(mid)
-            if model is None or (n.uuid and n.uuid != model.uuid):
+            if model is None or n.uuid != model.uuid:
+                continue
+            if mid not in session.desired_ids and mid not in session.adoptable:
                 continue
             if n.status == ReplicaStatus.FAILED:
                 self._record_failure(mid, address, n.failure_reason, now)
@@ -437,6 +510,9 @@ class Cell:
             self._done = self._requested
 
     async def _placer(self) -> None:
+        """Places on every kick. A placement that raises is logged and retried with backoff;
+        waiters in `placed` are released only by a placement that ran."""
+        failures = 0
         while True:
             await self._kick.wait()
             self._kick.clear()
@@ -444,7 +520,12 @@ class Cell:
             try:
                 self._place_now()
             except Exception:
-                log.exception("placement failed")
+                failures += 1
+                log.exception("placement failed (%d in a row); retrying", failures)
+                await asyncio.sleep(min(1.0, 0.05 * 2**failures))
+                self._kick.set()
+                continue
+            failures = 0
             self._done = target
             self._placed.fire()
 
@@ -453,14 +534,19 @@ class Cell:
         tick = max(0.02, min(0.1, self.disconnect_grace_s / 4, self.server_ttl_s / 10))
         while True:
             await asyncio.sleep(tick)
-            now = time.monotonic()
-            for session in list(self._servers.values()):
-                if session.dead(now, self.server_ttl_s, self.disconnect_grace_s):
-                    why = "disconnected" if session.disconnected_at is not None else "silent"
-                    self._remove_server(session, why)
-            if self._retry_at is not None and now >= self._retry_at:
-                self._retry_at = None
-                self._request_placement()
+            try:
+                self._reap(time.monotonic())
+            except Exception:
+                log.exception("the liveness check failed; it runs again next tick")
+
+    def _reap(self, now: float) -> None:
+        for session in list(self._servers.values()):
+            if session.dead(now, self.server_ttl_s, self.disconnect_grace_s):
+                why = "disconnected" if session.disconnected_at is not None else "silent"
+                self._remove_server(session, why)
+        if self._retry_at is not None and now >= self._retry_at:
+            self._retry_at = None
+            self._request_placement()
 
     def _remove_server(self, session: ServerSession, why: str) -> None:
         address = session.address
@@ -470,7 +556,10 @@ class Cell:
         for key in [k for k in self._failures if k[1] == address]:
             del self._failures[key]
         self.metrics.dead_servers.labels(why).inc()
-        log.warning("server %s is dead (%s); re-placing its replicas", address, why)
+        if why == "leaving":
+            log.info("server %s is leaving; re-placing its replicas", address)
+        else:
+            log.warning("server %s is dead (%s); re-placing its replicas", address, why)
         self._request_placement()
 
     def _place_now(self) -> None:
@@ -515,16 +604,16 @@ class Cell:
         )
 
     def _status(self, session: ServerSession, mid: str) -> ReplicaStatus | None:
-        """The reported status of `mid` there; a report of an older incarnation (another uuid)
-        counts as not loaded yet, except that FAILED/UNLOADING still block the server."""
+        """The reported status of `mid` there, if the server may serve it (`honours`); any
+        other report counts as not loaded, except that FAILED/UNLOADING still keep placement
+        off that server (they say nothing about other servers)."""
         report = session.reports.get(mid)
-        if report is None:
-            return None
         model = self._models.get(mid)
-        if report.uuid and model is not None and report.uuid != model.uuid:
-            blocking = (ReplicaStatus.FAILED, ReplicaStatus.UNLOADING)
-            return report.status if report.status in blocking else None
-        return report.status
+        if report is None or model is None:
+            return None
+        if report.status in (ReplicaStatus.FAILED, ReplicaStatus.UNLOADING):
+            return report.status
+        return report.status if session.honours(mid, model.uuid) else None
 
     def _refresh_ready(self, mids: Iterable[str]) -> None:
         for mid in mids:
@@ -579,6 +668,10 @@ class Cell:
                 continue
             status = self._status(session, mid)
             report = session.reports.get(mid)
+            if address not in placed and (report is None or report.uuid != model.uuid):
+                report = None  # not a replica of this model: nothing of it is shown
+                if status == ReplicaStatus.FAILED:
+                    status = None
             reason = report.failure_reason if report and status == ReplicaStatus.FAILED else ""
             if address not in placed and status != ReplicaStatus.FAILED:
                 if address not in backoff:
@@ -595,7 +688,8 @@ class Cell:
         ready = sum(1 for r in replicas if r.status == ReplicaStatus.LOADED and r.server in placed)
         methods: set[str] = set()
         for address in self._holders.get(mid, ()):
-            report = self._servers[address].reports.get(mid) if address in self._servers else None
+            holder = self._servers.get(address)
+            report = holder.honours(mid, model.uuid) if holder is not None else None
             if report is not None:
                 methods.update(report.method_stats)
         return ModelInfo(
@@ -649,6 +743,23 @@ class Cell:
         )
 
 
+# Fields whose change makes every server holding the model load it again.
+RELOAD_FIELDS = ("checkpoint_path", "overrides")
+
+
+def reloading(info: ModelInfo, fields: builtins.list[str]) -> ModelInfo:
+    """`info` as it stands once the servers start reloading for a change of `fields`: their
+    LOADED replicas are LOADING again and none is ready (their last reports predate it)."""
+    replicas = [
+        r.model_copy(update={"status": ReplicaStatus.LOADING})
+        if r.status == ReplicaStatus.LOADED
+        else r
+        for r in info.replicas
+    ]
+    reason = f"0 of {info.num_replicas} replicas ready: reloading for the new {', '.join(fields)}"
+    return info.model_copy(update={"replicas": replicas, "ready_replicas": 0, "reason": reason})
+
+
 def _assignment(model: PublishedModel) -> tuple[Assignment, AssignmentKey]:
     a = Assignment(
         model_id=model.model_id,
@@ -659,3 +770,20 @@ def _assignment(model: PublishedModel) -> tuple[Assignment, AssignmentKey]:
         uuid=model.uuid,
     )
     return a, assignment_key(a)
+
+
+def _check_same_server(session: ServerSession, request: JoinRequest, principal: str | None) -> None:
+    """Refuses a join that would take over another server's live session."""
+    if session.principal != principal:
+        raise SaxError(
+            Code.PERMISSION_DENIED,
+            f"server {session.address} is joined as {session.principal or 'anonymous'}; "
+            f"{principal or 'an anonymous caller'} may not take over its session",
+        )
+    data_address = request.data_address or request.address
+    if data_address != session.data_address:
+        raise SaxError(
+            Code.FAILED_PRECONDITION,
+            f"server {session.address} is live with data address {session.data_address}; "
+            f"a join with {data_address} is refused until that session ends",
+        )

@@ -11,6 +11,13 @@ Liveness, without any admin->server calls:
   `grace_s` unless it joins again, since a healthy server re-polls at once;
 - with no join in flight, the server is dead `ttl_s` after its last join arrived
   (a silent partition: the held join was answered, and no new one came).
+
+Joins cannot lie (`ServerSession.honours`): a report that a model is LOADING or LOADED counts only
+when it carries the published uuid and the model is assigned to that server, or it came with the
+first join of a session while the admin is recovering (`adoptable`: a restarted admin adopts the
+replicas servers already hold, instead of moving them). The uuid is only ever sent to the server
+a model is assigned to. A session belongs to the principal that opened it, and its data address
+cannot change while it lives, so one server cannot take over another's session.
 """
 
 from __future__ import annotations
@@ -66,7 +73,10 @@ class ServerSession:
     released_at: float = 0.0  # when the last held join was answered
     disconnected_at: float | None = None
     reports: dict[str, ModelReport] = field(default_factory=dict)  # model id -> latest report
+    principal: str | None = None  # who opened the session (None: auth off)
+    adoptable: frozenset[str] = frozenset()  # model ids of the first join, until the first reply
     desired: tuple[Assignment, ...] = ()
+    desired_ids: frozenset[str] = frozenset()
     desired_fp: Fingerprint = ()
     sent_fp: Fingerprint | None = None  # what the last reply carried (None: nothing sent yet)
     sent_held: frozenset[tuple[str, str]] | None = None  # what the server held at that reply
@@ -85,6 +95,7 @@ class ServerSession:
         if fp == self.desired_fp:
             return False
         self.desired, self.desired_fp = desired, fp
+        self.desired_ids = frozenset(a.model_id for a in desired)
         self.notify()
         return True
 
@@ -107,6 +118,17 @@ class ServerSession:
     def mark_sent(self) -> None:
         self.sent_fp = self.desired_fp
         self.sent_held = held_models(self.request)
+        self.adoptable = frozenset()  # what the reply left out is not this server's to serve
+
+    def honours(self, model_id: str, published_uuid: str) -> ModelReport | None:
+        """The server's report of `model_id` if it may count as a replica (see the module
+        docstring); None for a report of a model not assigned here or of another uuid."""
+        report = self.reports.get(model_id)
+        if report is None or not published_uuid or report.uuid != published_uuid:
+            return None
+        if model_id in self.desired_ids or model_id in self.adoptable:
+            return report
+        return None
 
     def dead(self, now: float, ttl_s: float, grace_s: float) -> bool:
         """No join in flight and either the last one's connection closed `grace_s` ago, or

@@ -16,3 +16,4 @@ class AdminOptions:
     join_poll_timeout_s: float = 5.0
     server_ttl_s: float = 10.0
     watch_timeout_s: float = 30.0
+    insecure: bool = False  # serve a non-loopback address with auth off

@@ -10,30 +10,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sax.auth.acl import validate_acl_name
 from sax.errors import invalid
 from sax.naming import CellId, ModelId, validate_checkpoint_path, validate_model_path
 from sax.schemas import METHODS, PublishedModel
-
-ACL_PREFIX = "acl/"
-
-
-def validate_acl_name(name: str, what: str) -> None:
-    """Empty means "everyone"; anything else must be an ``acl/...`` name."""
-    if name and (not name.startswith(ACL_PREFIX) or len(name) == len(ACL_PREFIX)):
-        raise invalid(f"{what} {name!r} is not a valid ACL name (must start with {ACL_PREFIX!r})")
 
 
 def validate_overrides(overrides: Mapping[str, Any]) -> None:
     for key, value in overrides.items():
         if not isinstance(key, str) or not key:
-            raise invalid(f"overrides key {key!r} must be a non-empty string")
+            raise invalid(f"overrides key {key!r} must be a non-empty string", "overrides")
         if key == "ram" or (key.startswith("ram") and key[3:].isdigit()):
             ok = (isinstance(value, int) and not isinstance(value, bool) and value >= 0) or (
                 isinstance(value, str) and value.strip().isdigit()
             )
             if not ok:
                 raise invalid(
-                    f"overrides[{key!r}] must be a non-negative byte count, got {value!r}"
+                    f"overrides[{key!r}] must be a non-negative byte count, got {value!r}",
+                    f"overrides.{key}",
                 )
         elif key == "constraints":
             ok = isinstance(value, str) or (
@@ -41,10 +35,11 @@ def validate_overrides(overrides: Mapping[str, Any]) -> None:
             )
             if not ok:
                 raise invalid(
-                    "overrides['constraints'] must be a list of tags or a comma-separated string"
+                    "overrides['constraints'] must be a list of tags or a comma-separated string",
+                    "overrides.constraints",
                 )
         elif key in ("chip", "topology") and not isinstance(value, str):
-            raise invalid(f"overrides[{key!r}] must be a string, got {value!r}")
+            raise invalid(f"overrides[{key!r}] must be a string, got {value!r}", f"overrides.{key}")
 
 
 def validate_model(model: PublishedModel, cell: CellId) -> ModelId:
@@ -53,11 +48,13 @@ def validate_model(model: PublishedModel, cell: CellId) -> ModelId:
     validate_model_path(model.model_path)
     validate_checkpoint_path(model.checkpoint_path)
     if model.num_replicas < 0:
-        raise invalid(f"num_replicas must be >= 0, got {model.num_replicas}")
+        raise invalid(f"num_replicas must be >= 0, got {model.num_replicas}", "num_replicas")
     validate_acl_name(model.admin_acl, "admin_acl")
     for method, acl in model.acls.items():
         if method not in METHODS:
-            raise invalid(f"acls: unknown method {method!r}; methods are {', '.join(METHODS)}")
+            raise invalid(
+                f"acls: unknown method {method!r}; methods are {', '.join(METHODS)}", "acls"
+            )
         validate_acl_name(acl, f"acls[{method!r}]")
     validate_overrides(model.overrides)
     return model_id

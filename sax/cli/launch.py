@@ -34,6 +34,12 @@ SaxRoot = Annotated[
 ]
 Port = Annotated[int, typer.Option("--port")]
 Host = Annotated[str, typer.Option("--host", help="interface to listen on")]
+Insecure = Annotated[
+    bool,
+    typer.Option(
+        "--insecure", help="serve a non-loopback address although the cell has no principals"
+    ),
+]
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -97,6 +103,7 @@ def admin_server(
     host: Host = "127.0.0.1",
     lease_ttl: Annotated[float, typer.Option("--lease_ttl", "--lease-ttl")] = 10.0,
     server_ttl: Annotated[float, typer.Option("--server_ttl", "--server-ttl")] = 10.0,
+    insecure: Insecure = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve a cell's admin API; waits as standby while another admin holds the lease."""
@@ -112,6 +119,7 @@ def admin_server(
         lease_ttl_s=lease_ttl,
         lease_renew_s=max(0.2, lease_ttl / 3),
         server_ttl_s=server_ttl,
+        insecure=insecure,
     )
     _run(serve(opts))
 
@@ -137,6 +145,21 @@ def model_server(
     max_concurrent_loads: Annotated[
         int, typer.Option("--max_concurrent_loads", "--max-concurrent-loads")
     ] = 2,
+    drain_timeout: Annotated[
+        float,
+        typer.Option(
+            "--drain_timeout",
+            "--drain-timeout",
+            help="on SIGTERM, seconds requests in flight may take to finish",
+        ),
+    ] = 30.0,
+    token: Annotated[
+        str,
+        typer.Option(
+            "--token", envvar="SAX_TOKEN", help="this server's credential for joining the cell"
+        ),
+    ] = "",
+    insecure: Insecure = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Serve models: join the cell's admin and load what it assigns."""
@@ -156,6 +179,9 @@ def model_server(
         memory_bytes=parse_bytes(memory),
         backends=tuple(b for b in backends.split(",") if b),
         max_concurrent_loads=max_concurrent_loads,
+        drain_timeout_s=drain_timeout,
+        token=token,
+        insecure=insecure,
     )
     _run(serve(opts))
 

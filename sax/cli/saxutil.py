@@ -235,7 +235,18 @@ def main_options(
         str,
         typer.Option("--sax_cell", "--sax-cell", help="default cell for stats and servers"),
     ] = "",
+    token: Annotated[
+        str,
+        typer.Option(
+            "--token",
+            envvar="SAX_TOKEN",
+            help="bearer token for cells with auth on (prefer the SAX_TOKEN variable)",
+        ),
+    ] = "",
 ) -> None:
+    from sax.client.credentials import set_default_token
+
+    set_default_token(token or None)
     ctx.obj = Settings(sax_root=sax_root, timeout_s=parse_duration(sax_timeout), sax_cell=sax_cell)
 
 
@@ -263,7 +274,7 @@ def create(
     ctx: typer.Context,
     cell: Annotated[str, typer.Argument(help="/sax/<cell>")],
     fs_root: Annotated[str, typer.Argument(help="where the admin keeps state (dir or gs://)")],
-    admin_acl: Annotated[str, typer.Argument(help="admin ACL (not enforced)")] = "",
+    admin_acl: Annotated[str, typer.Argument(help="admin ACL: a principal or group")] = "",
 ) -> None:
     """Create a Sax cell."""
     from sax.naming import CellId
@@ -570,6 +581,10 @@ def wait(
     timeout: Annotated[
         str | None, typer.Option("--timeout", help="seconds or a duration; default: --sax_timeout")
     ] = None,
+    fail_fast: Annotated[
+        bool,
+        typer.Option("--fail_fast", "--fail-fast", help="exit 1 as soon as a replica's load fails"),
+    ] = False,
 ) -> None:
     """Wait until a model has enough LOADED replicas, showing progress."""
     from sax import client
@@ -577,6 +592,7 @@ def wait(
     from sax.client.control import wait_once
     from sax.client.retry import Deadline
     from sax.naming import ModelId
+    from sax.schemas import ReplicaStatus
 
     s = settings(ctx)
     model = ModelId.parse(model_id_arg(model_id))
@@ -600,12 +616,149 @@ def wait(
             if line != shown:
                 typer.echo(line)
                 shown = line
+            failed = [r for r in info.replicas if r.status is ReplicaStatus.FAILED]
+            if fail_fast and failed:
+                fail(f"{model} failed to load on {failed[0].address}: {failed[0].failure_reason}")
             if deadline.expired():
                 fail(
                     f"Timed out after {limit:g}s waiting for {want} ready replicas of {model}: "
                     f"{info.ready_replicas}/{want} ready"
                 )
             wait_once(admin, model, want, deadline.cap(1.0))
+
+
+# ---------------------------------------------------------------- access
+
+
+def cell_arg(text: str) -> Any:
+    from sax.naming import CellId
+
+    try:
+        return CellId.parse(text)
+    except SaxError as exc:
+        usage(f"Invalid cell {text}, should be /sax/<cell>: {exc.message}")
+
+
+@app.command("getacl")
+def getacl(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="/sax/<cell> or /sax/<cell>/<model>")],
+    method: Annotated[str, typer.Argument(help="a method, or all (models only)")] = "",
+) -> None:
+    """Get ACLs for a cell or model."""
+    import sax.client as client
+
+    s = settings(ctx)
+    with failing("Failed to get ACL"):
+        acl = client.get_acl(target, method, sax_root=s.root(), timeout=s.timeout_s)
+    what = "cell" if target.count("/") == 2 else "model"
+    if isinstance(acl, dict):
+        if not acl:
+            typer.echo("No ACLs set for model.")
+        for name, value in sorted(acl.items()):
+            typer.echo(f"{name}: {value}")
+    elif acl:
+        typer.echo(acl)
+    else:
+        typer.echo("No ACLs set for method." if method else f"No admin ACLs set for {what}.")
+
+
+@app.command("setacl")
+def setacl(
+    ctx: typer.Context,
+    args: Annotated[list[str], typer.Argument(help="<cell> <acl> | <model> [<method>] <acl>")],
+) -> None:
+    """Set ACLs for a cell or model (an empty method ACL removes it)."""
+    import sax.client as client
+
+    if len(args) not in (2, 3):
+        usage("Provide a cell or model ID, optionally a model method, and an ACL.")
+    target, acl = args[0], args[-1]
+    method = args[1] if len(args) == 3 else ""
+    s = settings(ctx)
+    with failing("Failed to set ACL"):
+        client.set_acl(target, acl, method, sax_root=s.root(), timeout=s.timeout_s)
+
+
+@app.command("addtoken")
+def addtoken(
+    ctx: typer.Context,
+    cell: Annotated[str, typer.Argument(help="/sax/<cell>")],
+    principal: Annotated[str, typer.Argument(help="who the token identifies")],
+    groups: Annotated[
+        str | None, typer.Option("--groups", help="comma-separated groups (replace the old)")
+    ] = None,
+) -> None:
+    """Make a token for a principal (auth turns on with the first); prints it once."""
+    from sax.auth.principals import add_token, edit_config
+    from sax.store import CellStore
+
+    tokens: list[str] = []
+
+    def edit(config: Any) -> Any:
+        updated, token = add_token(config, principal, groups.split(",") if groups else None)
+        tokens[:] = [token]
+        return updated
+
+    with failing("Failed to add a token"):
+        edit_config(CellStore(settings(ctx).root(), cell_arg(cell)), edit)
+    typer.echo(tokens[0])
+
+
+@app.command("revoke")
+def revoke(
+    ctx: typer.Context,
+    cell: Annotated[str, typer.Argument(help="/sax/<cell>")],
+    principal: Annotated[str, typer.Argument(help="whose tokens stop working")],
+) -> None:
+    """Revoke every token of a principal; servers stop accepting them within seconds."""
+    from sax.auth import principals
+    from sax.store import CellStore
+
+    with failing("Failed to revoke"):
+        principals.edit_config(
+            CellStore(settings(ctx).root(), cell_arg(cell)),
+            lambda config: principals.revoke(config, principal),
+        )
+
+
+@app.command("setgroups")
+def setgroups(
+    ctx: typer.Context,
+    cell: Annotated[str, typer.Argument(help="/sax/<cell>")],
+    principal: Annotated[str, typer.Argument(help="a principal")],
+    groups: Annotated[str, typer.Argument(help="comma-separated groups; empty = none")],
+) -> None:
+    """Set the groups (ACL names) a principal belongs to."""
+    from sax.auth import principals
+    from sax.store import CellStore
+
+    with failing("Failed to set groups"):
+        principals.edit_config(
+            CellStore(settings(ctx).root(), cell_arg(cell)),
+            lambda config: principals.set_groups(config, principal, groups.split(",")),
+        )
+
+
+@app.command("principals")
+def list_principals(
+    ctx: typer.Context, cell: Annotated[str, typer.Argument(help="/sax/<cell>")]
+) -> None:
+    """List a cell's principals, their groups and how many tokens each holds."""
+    from sax.store import CellStore
+
+    with failing("Failed to read the cell config"):
+        config = CellStore(settings(ctx).root(), cell_arg(cell)).read_config()
+    if not config.principals:
+        typer.echo("Auth is off: the cell has no principals.")
+        return
+    echo_table(
+        ["Principal", "Groups", "Tokens"],
+        [
+            [name, ",".join(p.groups) or "-", len(p.token_sha256)]
+            for name, p in sorted(config.principals.items())
+        ],
+    )
 
 
 # ---------------------------------------------------------------- data commands
@@ -795,36 +948,73 @@ def vm_embed(
     echo_table(["Image", "Embedding"], [[name, render.floats(embedding)]])
 
 
+@app.command("vm.detect")
+def vm_detect(
+    ctx: typer.Context,
+    model_id: Annotated[str, typer.Argument(help="/sax/<cell>/<model>")],
+    image: Annotated[str, typer.Argument(help="image file, or - to read stdin")],
+    text: Annotated[
+        list[str] | None,
+        typer.Option("--text", help="an open-set concept (repeatable; models that take text)"),
+    ] = None,
+    extra: ExtraOpt = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Detect objects in an image: boxes (centre, size in pixels), labels and scores."""
+    extra_inputs = extra_option(extra)
+    data = read_input(image)
+    model = open_model(ctx, model_id)
+    with failing(f"Failed to detect objects in image ({image})"):
+        boxes = model.vm.detect(data, text or [], extra_inputs)
+    if as_json:
+        print_json({"bounding_boxes": [b.model_dump() for b in boxes]})
+        return
+    echo_table(
+        ["Text", "Score", "Cx", "Cy", "W", "H"],
+        [
+            [b.text, *(render.format_float(v) for v in (b.score, b.cx, b.cy, b.w, b.h))]
+            for b in boxes
+        ],
+    )
+
+
 @app.command("vm.generate")
 def vm_generate(
     ctx: typer.Context,
     model_id: Annotated[str, typer.Argument(help="/sax/<cell>/<model>")],
     text: Annotated[str, typer.Argument(help="the prompt")],
-    output: Annotated[str, typer.Argument(help="output directory, or - for raw bytes on stdout")],
+    output: Annotated[
+        str | None,
+        typer.Argument(help="output directory, or - for raw bytes on stdout (or use --out)"),
+    ] = None,
+    out: Annotated[str | None, typer.Option("--out", help="output directory")] = None,
     extra: ExtraOpt = "",
 ) -> None:
-    """Generate list of images and scores for the input text."""
+    """Generate list of images and scores for the input text; writes 0001.PNG, ... to a dir."""
+    if (output is None) == (out is None):
+        usage("vm.generate takes an output directory: as the third argument or --out DIR")
+    target = str(out if out is not None else output)
     extra_inputs = extra_option(extra)
     model = open_model(ctx, model_id)
     with failing(f"Failed to generate images for ({text})"):
         images = model.vm.generate(text, extra_inputs)
-    if output == "-":
+    if target == "-":
         for data, _ in images:
             sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
-    paths = [Path(output) / f"{i:04d}.PNG" for i in range(1, len(images) + 1)]
-    echo_table(
-        ["Image", "Score"],
-        [[str(p), render.format_float(v)] for p, (_, v) in zip(paths, images, strict=True)],
-    )
+    paths = [Path(target) / f"{i:04d}.PNG" for i in range(1, len(images) + 1)]
     try:
-        Path(output).mkdir(mode=0o750, parents=True, exist_ok=True)
+        Path(target).mkdir(mode=0o750, parents=True, exist_ok=True)
         for path, (data, _) in zip(paths, images, strict=True):
             path.write_bytes(data)
             path.chmod(0o640)
     except OSError as exc:
-        fail(f"Failed to save generated images for ({text}) to ({output}) due to [{exc}].")
+        fail(f"Failed to save generated images for ({text}) to ({target}) due to [{exc}].")
+    echo_table(
+        ["Image", "Score"],
+        [[str(p), render.format_float(v)] for p, (_, v) in zip(paths, images, strict=True)],
+    )
 
 
 # ---------------------------------------------------------------- argv normalisation
@@ -836,6 +1026,7 @@ GLOBAL_FLAGS = (
     "--sax-timeout",
     "--sax_cell",
     "--sax-cell",
+    "--token",
 )
 # Go's flag package takes -name and --name alike; click would read -stream as -s -t -r ...
 GO_LONG_FLAGS = frozenset(
@@ -846,6 +1037,8 @@ GO_LONG_FLAGS = frozenset(
         "sax-timeout",
         "sax_cell",
         "sax-cell",
+        "token",
+        "groups",
         "stream",
         "extra",
         "terse",
@@ -856,6 +1049,8 @@ GO_LONG_FLAGS = frozenset(
         "checkpoint",
         "checkpoint_path",
         "checkpoint-path",
+        "out",
+        "text",
         "help",
     }
 )

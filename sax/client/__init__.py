@@ -3,17 +3,20 @@
 Data calls (`Model` blocking, `AsyncModel` / ``Model(...).aio`` for asyncio) find replicas through a
 background WatchLoc watcher, spread load with power-of-two choices, and retry with jittered
 backoff on another replica until the caller's deadline. Admin calls (`publish`, `unpublish`,
-`update`, `list`, `list_all`, `stats`, `servers`, `wait_for_ready`) find the leader through
+`update`, `list`, `list_all`, `stats`, `servers`, `wait_for_ready`, `get_acl`, `set_acl`) find the leader through
 ``<sax_root>/sax/<cell>/location.json`` and follow it when it moves. Failures raise
-`sax.errors.SaxError` with a canonical code.
+`sax.errors.SaxError` with a canonical code. Credentials: a `token` argument, else
+``SAX_TOKEN`` (`sax.client.credentials`).
 """
 
 from sax.client.async_model import AsyncGenerateStream, AsyncModel
 from sax.client.control import (
+    get_acl,
     list,
     list_all,
     publish,
     servers,
+    set_acl,
     stats,
     unpublish,
     update,
@@ -30,10 +33,12 @@ __all__ = [
     "Model",
     "SaxError",
     "close",
+    "get_acl",
     "list",
     "list_all",
     "publish",
     "servers",
+    "set_acl",
     "stats",
     "unpublish",
     "update",

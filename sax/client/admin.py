@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from sax.client import http
+from sax.client.credentials import auth_headers
 from sax.client.retry import Backoff, Deadline
 from sax.errors import ADMIN_RETRYABLE, Code, SaxError
 from sax.naming import CellId
@@ -100,10 +101,12 @@ def _attempt_timeout(deadline: Deadline, attempt_timeout_s: float) -> float:
 
 
 class AdminClient:
-    """Blocking admin calls for one cell; retries ADMIN_RETRYABLE codes until the deadline."""
+    """Blocking admin calls for one cell; retries ADMIN_RETRYABLE codes until the deadline.
+    `token`: the bearer token (default: `sax.client.credentials`)."""
 
-    def __init__(self, sax_root: str | None, cell: CellId) -> None:
+    def __init__(self, sax_root: str | None, cell: CellId, token: str | None = None) -> None:
         self.locator = locator(sax_root, cell)
+        self.headers = auth_headers(token)
 
     def request(
         self,
@@ -126,6 +129,7 @@ class AdminClient:
                     f"http://{address}{path}",
                     json=body,
                     params=params,
+                    headers=self.headers,
                     timeout=http.timeout(_attempt_timeout(deadline, attempt_timeout_s)),
                 )
                 return _check(response)
@@ -174,8 +178,9 @@ def _next_delay(
 class AsyncAdminClient:
     """`AdminClient` for asyncio callers; the file read runs in a thread (it may be gs://)."""
 
-    def __init__(self, sax_root: str | None, cell: CellId) -> None:
+    def __init__(self, sax_root: str | None, cell: CellId, token: str | None = None) -> None:
         self.locator = locator(sax_root, cell)
+        self.headers = auth_headers(token)
 
     async def request(
         self,
@@ -198,6 +203,7 @@ class AsyncAdminClient:
                     f"http://{address}{path}",
                     json=body,
                     params=params,
+                    headers=self.headers,
                     timeout=http.timeout(_attempt_timeout(deadline, attempt_timeout_s)),
                 )
                 return _check(response)

@@ -26,12 +26,14 @@ import httpx
 from sax.client import http, wire
 from sax.client.admin import AsyncAdminClient, resolve_sax_root
 from sax.client.attempts import Attempts
+from sax.client.credentials import auth_headers
 from sax.client.locations import AsyncWatcher
 from sax.client.retry import Deadline
 from sax.client.sse import SSEParser
 from sax.errors import Code, SaxError
 from sax.naming import ModelId
 from sax.schemas import (
+    BoundingBox,
     EmbedResponse,
     GenerateResponse,
     GradientResponse,
@@ -65,12 +67,21 @@ class AsyncModel:
     """A published model for asyncio callers; cheap to create, no network until the first call."""
 
     def __init__(
-        self, model_id: str, *, sax_root: str | None = None, timeout: float | None = None
+        self,
+        model_id: str,
+        *,
+        sax_root: str | None = None,
+        timeout: float | None = None,
+        token: str | None = None,
     ) -> None:
+        """`token`: the bearer token for data calls (default: `sax.client.credentials`)."""
         self.model_id = ModelId.parse(model_id)
         self.sax_root = resolve_sax_root(sax_root)
         self.timeout = timeout
+        self.token = token
+        self.headers = auth_headers(token, wire.JSON_HEADERS)
         self.lm = AsyncLM(self)
+        self.vm = AsyncVM(self)
 
     def __repr__(self) -> str:
         return f"AsyncModel({str(self.model_id)!r})"
@@ -100,7 +111,7 @@ class AsyncModel:
                     response = await client.post(
                         f"http://{address}{path}",
                         content=body,
-                        headers=wire.JSON_HEADERS,
+                        headers=self.headers,
                         timeout=http.timeout(deadline.remaining()),
                     )
                     if response.is_success:
@@ -130,7 +141,7 @@ class AsyncModel:
                         "POST",
                         f"http://{address}{path}",
                         content=body,
-                        headers=wire.JSON_HEADERS,
+                        headers=self.headers,
                         timeout=http.timeout(deadline.remaining()),
                     ) as response:
                         if not response.is_success:
@@ -260,3 +271,48 @@ class AsyncLM:
         return GradientResponse.model_validate_json(
             await self._model.call("lm.gradient", body, deadline)
         )
+
+
+class AsyncVM:
+    """`sax.client.model.VM` as coroutines."""
+
+    def __init__(self, model: AsyncModel) -> None:
+        self._model = model
+
+    async def classify(
+        self,
+        image: bytes,
+        extra_inputs: wire.ExtraInputs | None = None,
+        timeout: float | None = None,
+    ) -> list[tuple[str, float]]:
+        deadline = self._model.deadline(timeout)
+        body = wire.classify_body(image, extra_inputs, deadline.remaining())
+        return wire.vm_classify(await self._model.call("vm.classify", body, deadline))
+
+    async def embed(
+        self,
+        image: bytes,
+        extra_inputs: wire.ExtraInputs | None = None,
+        timeout: float | None = None,
+    ) -> list[float]:
+        deadline = self._model.deadline(timeout)
+        body = wire.image_embed_body(image, extra_inputs, deadline.remaining())
+        return wire.vm_embed(await self._model.call("vm.embed", body, deadline))
+
+    async def generate(
+        self, text: str, extra_inputs: wire.ExtraInputs | None = None, timeout: float | None = None
+    ) -> list[tuple[bytes, float]]:
+        deadline = self._model.deadline(timeout)
+        body = wire.text_to_image_body(text, extra_inputs, deadline.remaining())
+        return wire.vm_generate(await self._model.call("vm.generate", body, deadline))
+
+    async def detect(
+        self,
+        image: bytes,
+        text: Sequence[str] = (),
+        extra_inputs: wire.ExtraInputs | None = None,
+        timeout: float | None = None,
+    ) -> list[BoundingBox]:
+        deadline = self._model.deadline(timeout)
+        body = wire.detect_body(image, text, extra_inputs, deadline.remaining())
+        return wire.vm_detect(await self._model.call("vm.detect", body, deadline))

@@ -1,7 +1,9 @@
 """Module-level admin calls (Saxml's ``sax.Publish``, ``sax.List``, ...), blocking.
 
 Every function takes `sax_root` (default: the SAX_ROOT environment variable) and `timeout` in
-seconds (default 60, saxutil's; None or <= 0 means no deadline). Retryable admin errors
+seconds (default 60, saxutil's; None or <= 0 means no deadline); the mutations take `token`, the
+caller's bearer token (default: `sax.client.credentials`), checked against the cell's and model's
+admin ACLs (UNAUTHENTICATED, PERMISSION_DENIED). Retryable admin errors
 (UNAVAILABLE, RESOURCE_EXHAUSTED) are retried until then, following the leader through
 ``location.json``; anything else raises `SaxError` with the admin's code and message.
 """
@@ -12,7 +14,7 @@ import builtins
 from collections.abc import Mapping
 from typing import Any
 
-from sax.client.admin import DEFAULT_ADMIN_TIMEOUT_S, AdminClient
+from sax.client.admin import DEFAULT_ADMIN_TIMEOUT_S, AdminClient, resolve_sax_root
 from sax.client.retry import Deadline
 from sax.errors import Code, SaxError
 from sax.naming import CellId, ModelId, parse_cell_or_model
@@ -31,8 +33,8 @@ from sax.schemas import (
 MAX_WAIT_POLL_S = 30.0  # one :wait request; longer waits are several
 
 
-def _admin(cell: CellId, sax_root: str | None) -> AdminClient:
-    return AdminClient(sax_root, cell)
+def _admin(cell: CellId, sax_root: str | None, token: str | None = None) -> AdminClient:
+    return AdminClient(sax_root, cell, token)
 
 
 def publish(
@@ -46,6 +48,7 @@ def publish(
     *,
     sax_root: str | None = None,
     timeout: float | None = DEFAULT_ADMIN_TIMEOUT_S,
+    token: str | None = None,
 ) -> ModelInfo:
     """Publishes a model; durable on the admin when this returns."""
     model = ModelId.parse(model_id)
@@ -58,17 +61,21 @@ def publish(
         acls=dict(acls or {}),
         admin_acl=admin_acl,
     )
-    raw = _admin(model.cell_id, sax_root).request(
+    raw = _admin(model.cell_id, sax_root, token).request(
         "POST", "/v1/models", body=request.model_dump(), deadline=Deadline.after(timeout)
     )
     return ModelInfo.model_validate(raw)
 
 
 def unpublish(
-    model_id: str, *, sax_root: str | None = None, timeout: float | None = DEFAULT_ADMIN_TIMEOUT_S
+    model_id: str,
+    *,
+    sax_root: str | None = None,
+    timeout: float | None = DEFAULT_ADMIN_TIMEOUT_S,
+    token: str | None = None,
 ) -> None:
     model = ModelId.parse(model_id)
-    _admin(model.cell_id, sax_root).request(
+    _admin(model.cell_id, sax_root, token).request(
         "DELETE", f"/v1/models/{model.name}", deadline=Deadline.after(timeout)
     )
 
@@ -84,6 +91,7 @@ def update(
     model_path: str | None = None,
     sax_root: str | None = None,
     timeout: float | None = DEFAULT_ADMIN_TIMEOUT_S,
+    token: str | None = None,
 ) -> ModelInfo:
     """Changes only the fields given (unlike Saxml's ``Update``, ACLs are never dropped).
     `model_path` may be given but must equal the published one."""
@@ -96,7 +104,7 @@ def update(
         acls=dict(acls) if acls is not None else None,
         admin_acl=admin_acl,
     )
-    raw = _admin(model.cell_id, sax_root).request(
+    raw = _admin(model.cell_id, sax_root, token).request(
         "PATCH",
         f"/v1/models/{model.name}",
         body=request.model_dump(exclude_none=True),
@@ -213,3 +221,59 @@ def wait_once(admin: AdminClient, model: ModelId, num_replicas: int, poll_s: flo
             return None
         raise
     return WaitResponse.model_validate(raw).ready_replicas
+
+
+def get_acl(
+    cell_or_model: str,
+    method: str = "",
+    *,
+    sax_root: str | None = None,
+    timeout: float | None = DEFAULT_ADMIN_TIMEOUT_S,
+) -> str | dict[str, str]:
+    """Saxml's ``GetACL``: a cell's admin ACL (read from its config.json), a model's admin ACL
+    (`method` ""), its method -> ACL map (`method` "all"), or one method's ACL ("" = none)."""
+    target = parse_cell_or_model(cell_or_model)
+    if isinstance(target, CellId):
+        if method:
+            raise SaxError(Code.INVALID_ARGUMENT, "a cell has no method ACLs, only an admin ACL")
+        from sax.store import CellStore
+
+        return CellStore(resolve_sax_root(sax_root), target).read_config().admin_acl
+    info = list(str(target), sax_root=sax_root, timeout=timeout)
+    if not method:
+        return info.admin_acl
+    if method == "all":
+        return dict(info.acls)
+    return info.acls.get(method, "")
+
+
+def set_acl(
+    cell_or_model: str,
+    acl: str,
+    method: str = "",
+    *,
+    sax_root: str | None = None,
+    timeout: float | None = DEFAULT_ADMIN_TIMEOUT_S,
+    token: str | None = None,
+) -> None:
+    """Saxml's ``SetACL``: a cell's admin ACL (rewrites its config.json directly, as the original
+    did), a model's admin ACL (`method` ""), or one method's ACL (an empty `acl` removes it)."""
+    target = parse_cell_or_model(cell_or_model)
+    if isinstance(target, CellId):
+        if method:
+            raise SaxError(Code.INVALID_ARGUMENT, "a cell has no method ACLs, only an admin ACL")
+        from sax.auth.principals import edit_config, set_admin_acl
+        from sax.store import CellStore
+
+        store = CellStore(resolve_sax_root(sax_root), target)
+        edit_config(store, lambda config: set_admin_acl(config, acl))
+        return
+    if not method:
+        update(str(target), admin_acl=acl, sax_root=sax_root, timeout=timeout, token=token)
+        return
+    acls = dict(list(str(target), sax_root=sax_root, timeout=timeout).acls)
+    if acl:
+        acls[method] = acl
+    else:
+        acls.pop(method, None)
+    update(str(target), acls=acls, sax_root=sax_root, timeout=timeout, token=token)

@@ -5,6 +5,7 @@
     m.lm.generate_samples("hi")               # [Sample(text, score, num_tokens, finish_reason)]
     for chunk in (s := m.lm.generate_stream("hi")): ...   # then s.texts, s.samples
     m.lm.score("prefix", ["a", "b"]); m.lm.embed("text"); m.lm.gradient("p", "s")
+    m.vm.classify(png); m.vm.embed(png); m.vm.detect(png); m.vm.generate("a cat")
     await m.aio.lm.generate("hi")             # the same calls for asyncio (sax.client.AsyncModel)
 
 Every call has a deadline: `timeout` per call, else the model's `timeout`, else none (Saxml's
@@ -29,12 +30,14 @@ import httpx
 from sax.client import http, wire
 from sax.client.admin import AdminClient, resolve_sax_root
 from sax.client.attempts import Attempts
+from sax.client.credentials import auth_headers
 from sax.client.locations import Watcher
 from sax.client.retry import Deadline
 from sax.client.sse import SSEParser
 from sax.errors import Code, SaxError
 from sax.naming import ModelId
 from sax.schemas import (
+    BoundingBox,
     EmbedResponse,
     GenerateResponse,
     GradientResponse,
@@ -85,11 +88,19 @@ class Model:
     """A published model; cheap to create (no network until the first call), thread-safe."""
 
     def __init__(
-        self, model_id: str, *, sax_root: str | None = None, timeout: float | None = None
+        self,
+        model_id: str,
+        *,
+        sax_root: str | None = None,
+        timeout: float | None = None,
+        token: str | None = None,
     ) -> None:
+        """`token`: the bearer token for data calls (default: `sax.client.credentials`)."""
         self.model_id = ModelId.parse(model_id)
         self.sax_root = resolve_sax_root(sax_root)
         self.timeout = timeout
+        self.token = token
+        self.headers = auth_headers(token, wire.JSON_HEADERS)
         self.lm = LM(self)
         self.vm = VM(self)
         self._aio: AsyncModel | None = None
@@ -103,7 +114,9 @@ class Model:
         if self._aio is None:
             from sax.client.async_model import AsyncModel
 
-            self._aio = AsyncModel(str(self.model_id), sax_root=self.sax_root, timeout=self.timeout)
+            self._aio = AsyncModel(
+                str(self.model_id), sax_root=self.sax_root, timeout=self.timeout, token=self.token
+            )
         return self._aio
 
     def deadline(self, timeout: float | None) -> Deadline:
@@ -134,7 +147,7 @@ class Model:
                     response = client.post(
                         f"http://{address}{path}",
                         content=body,
-                        headers=wire.JSON_HEADERS,
+                        headers=self.headers,
                         timeout=http.timeout(deadline.remaining()),
                     )
                     if response.is_success:
@@ -165,7 +178,7 @@ class Model:
                         "POST",
                         f"http://{address}{path}",
                         content=body,
-                        headers=wire.JSON_HEADERS,
+                        headers=self.headers,
                         timeout=http.timeout(deadline.remaining()),
                     ) as response:
                         if not response.is_success:
@@ -290,21 +303,10 @@ class LM:
 
 
 class VM:
-    """Vision-model methods; images travel base64-encoded (`wire.vm_body`)."""
+    """Vision-model methods (Saxml's ``VisionModel``); images are encoded bytes (PNG, JPEG, ...)."""
 
     def __init__(self, model: Model) -> None:
         self._model = model
-
-    def _call(
-        self,
-        method: str,
-        fields: dict[str, object],
-        extra: wire.ExtraInputs | None,
-        timeout: float | None,
-    ) -> object:
-        deadline = self._model.deadline(timeout)
-        raw = self._model.call(method, wire.vm_body(fields, extra, deadline.remaining()), deadline)
-        return wire.json_loads(raw)
 
     def classify(
         self,
@@ -312,9 +314,10 @@ class VM:
         extra_inputs: wire.ExtraInputs | None = None,
         timeout: float | None = None,
     ) -> list[tuple[str, float]]:
-        return wire.vm_classify(
-            self._call("vm.classify", {"image_bytes": image}, extra_inputs, timeout)
-        )
+        """Top-k (label, probability), best first; extra input ``top_k``."""
+        deadline = self._model.deadline(timeout)
+        body = wire.classify_body(image, extra_inputs, deadline.remaining())
+        return wire.vm_classify(self._model.call("vm.classify", body, deadline))
 
     def embed(
         self,
@@ -322,10 +325,26 @@ class VM:
         extra_inputs: wire.ExtraInputs | None = None,
         timeout: float | None = None,
     ) -> list[float]:
-        return wire.vm_embed(self._call("vm.embed", {"image_bytes": image}, extra_inputs, timeout))
+        deadline = self._model.deadline(timeout)
+        body = wire.image_embed_body(image, extra_inputs, deadline.remaining())
+        return wire.vm_embed(self._model.call("vm.embed", body, deadline))
 
     def generate(
         self, text: str, extra_inputs: wire.ExtraInputs | None = None, timeout: float | None = None
     ) -> list[tuple[bytes, float]]:
-        """Text to images: (PNG bytes, score) per image."""
-        return wire.vm_generate(self._call("vm.generate", {"text": text}, extra_inputs, timeout))
+        """Text to images: (PNG bytes, score) per image; extra inputs ``num_samples``, ``seed``."""
+        deadline = self._model.deadline(timeout)
+        body = wire.text_to_image_body(text, extra_inputs, deadline.remaining())
+        return wire.vm_generate(self._model.call("vm.generate", body, deadline))
+
+    def detect(
+        self,
+        image: bytes,
+        text: Sequence[str] = (),
+        extra_inputs: wire.ExtraInputs | None = None,
+        timeout: float | None = None,
+    ) -> list[BoundingBox]:
+        """Boxes (cx, cy, w, h in pixels; text; score), best first; extra ``score_threshold``."""
+        deadline = self._model.deadline(timeout)
+        body = wire.detect_body(image, text, extra_inputs, deadline.remaining())
+        return wire.vm_detect(self._model.call("vm.detect", body, deadline))

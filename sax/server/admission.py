@@ -1,4 +1,4 @@
-"""Whether and how long a data request may run: ACL, in-flight bound, deadline, disconnects.
+"""Whether and how long a data request may run: in-flight bound, deadline, disconnects.
 
 One `Gate` per (model, method). `Gate.run` admits a call (RESOURCE_EXHAUSTED 429 beyond
 `limit` in flight), bounds it by a deadline (DEADLINE_EXCEEDED 504, the engine call is cancelled)
@@ -7,11 +7,7 @@ servable aborts its engine request on cancellation). Every admitted call is coun
 gate's `RequestStats`, success or error; the slot is always released (Saxml leaked it when a
 queued request's deadline expired).
 
-ACL rule (`check_acl`), kept deliberately simple: a model's `acls` map a data method to an ACL.
-An empty ACL or ``acl/all`` allows everyone; any other value is a comma-separated list of
-principals, and the caller's principal (HTTP header ``x-sax-principal``) must be one of them,
-else PERMISSION_DENIED 403. There is no group expansion and no authentication here: the header
-is trusted, as Saxml's ACLs trusted its RPC layer.
+ACLs are checked before a gate is taken (`sax.auth.acl`, from `sax.model_app`).
 """
 
 from __future__ import annotations
@@ -26,21 +22,7 @@ from sax.server.stats import RequestStats
 
 T = TypeVar("T")
 
-PRINCIPAL_HEADER = "x-sax-principal"
-ALLOW_ALL_ACLS = frozenset({"", "acl/all"})
-
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]
-
-
-def check_acl(model_id: str, method: str, acl: str, principal: str | None) -> None:
-    if acl in ALLOW_ALL_ACLS:
-        return
-    if principal and principal in (p.strip() for p in acl.split(",")):
-        return
-    who = principal or "an anonymous caller"
-    raise SaxError(
-        Code.PERMISSION_DENIED, f"model {model_id} method {method} acl {acl!r} disallows {who}"
-    )
 
 
 class _DisconnectWatch:
@@ -92,19 +74,21 @@ class Gate:
         self.limit = limit
         self.stats = stats
 
-    def admit(self) -> float:
-        """Takes a slot or raises RESOURCE_EXHAUSTED; returns the start time for `release`."""
+    def admit(self, cost: int = 1) -> float:
+        """Takes `cost` slots (a batched request's items) or raises RESOURCE_EXHAUSTED; returns
+        the start time for `release`. An idle gate admits any batch, however large, so one
+        request is never refused for its own size alone."""
         stats = self.stats
-        if stats.pending >= self.limit:
+        if stats.pending >= self.limit or (stats.pending and stats.pending + cost > self.limit):
             raise SaxError(
                 Code.RESOURCE_EXHAUSTED,
                 f"too many requests: {self.model_id} {self.method} has {self.limit} in flight",
             )
-        stats.pending += 1
+        stats.pending += cost
         return stats.now()
 
-    def release(self, start: float, ok: bool) -> None:
-        self.stats.pending -= 1
+    def release(self, start: float, ok: bool, cost: int = 1) -> None:
+        self.stats.pending -= cost
         self.stats.record(start, ok)
 
     def deadline_error(self, timeout_s: float) -> SaxError:
@@ -114,10 +98,15 @@ class Gate:
         )
 
     async def run(
-        self, call: Callable[[], Awaitable[T]], timeout_s: float, receive: Receive | None = None
+        self,
+        call: Callable[[], Awaitable[T]],
+        timeout_s: float,
+        receive: Receive | None = None,
+        cost: int = 1,
     ) -> T:
-        """Runs `call()` admitted, under a deadline, cancelled if the client disconnects."""
-        start = self.admit()
+        """Runs `call()` admitted as one request of `cost` items, under a deadline, cancelled
+        if the client disconnects."""
+        start = self.admit(cost)
         ok = False
         try:
             with cancelled_on_disconnect(receive):
@@ -131,4 +120,4 @@ class Gate:
             ok = True
             return result
         finally:
-            self.release(start, ok)
+            self.release(start, ok, cost)

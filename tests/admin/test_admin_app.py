@@ -97,7 +97,7 @@ REJECTIONS: list[tuple[str, str, str, Any, int, str]] = [
     ("POST", "/v1/models", "bad ckpt", {**GOOD, "checkpoint_path": "x$"}, 400, "checkpoint_path"),
     ("POST", "/v1/models", "negative", {**GOOD, "num_replicas": -1}, 400, "num_replicas"),
     ("POST", "/v1/models", "acl method", {**GOOD, "acls": {"lm.nope": ""}}, 400, "lm.nope"),
-    ("POST", "/v1/models", "acl name", {**GOOD, "acls": {"lm.score": "x"}}, 400, "ACL name"),
+    ("POST", "/v1/models", "acl name", {**GOOD, "acls": {"lm.score": "a b"}}, 400, "ACL name"),
     ("POST", "/v1/models", "duplicate", {**GOOD, "num_replicas": 5}, 409, "already exists"),
     ("PATCH", "/v1/models/m", "path change", {"model_path": "a.B"}, 400, "model_path is immutable"),
     ("PATCH", "/v1/models/m", "unknown field", {"replicas": 2}, 400, "replicas"),

@@ -138,8 +138,8 @@ async def test_a_failed_write_changes_nothing() -> None:
         (pub().model_copy(update={"checkpoint_path": ""}), "checkpoint_path"),
         (pub(n=-1), "num_replicas"),
         (pub(acls={"never.method": ""}), "never.method"),
-        (pub(acls={"lm.score": "group"}), "not a valid ACL name"),
-        (pub(admin_acl="bad"), "admin_acl"),
+        (pub(acls={"lm.score": "two words"}), "not a valid ACL name"),
+        (pub(admin_acl="a,b"), "admin_acl"),
         (pub(overrides={"ram": "lots"}), "overrides['ram']"),
         (pub(overrides={"constraints": 3}), "constraints"),
     ],
@@ -443,3 +443,18 @@ async def test_stats_and_servers() -> None:
             ("s0", "data-s0", ["a", "b"]),
             ("s1", "data-s1", []),
         ]
+
+
+async def test_an_update_that_reloads_is_not_reported_ready() -> None:
+    async with running(join_poll_timeout_s=0.1) as cell:
+        await cell.publish(pub(overrides={"x": 1}))
+        assert assigned(await quick(cell, jreq("s0", admin_id=""))) == [M]
+        await cell.join(jreq("s0", rep(cell, L)))
+        assert (await cell.get("m")).ready_replicas == 1
+        # More replicas reload nothing: the loaded one is still ready.
+        more = await cell.update("m", UpdateRequest(num_replicas=2))
+        assert more.ready_replicas == 1
+        for change in (UpdateRequest(overrides={"x": 2}), UpdateRequest(checkpoint_path="/c/2")):
+            info = await cell.update("m", change)
+            assert info.ready_replicas == 0 and "reloading" in info.reason
+            assert [r.status for r in info.replicas] == [ING]
