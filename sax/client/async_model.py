@@ -28,6 +28,7 @@ from sax.client.admin import AsyncAdminClient, resolve_sax_root
 from sax.client.attempts import Attempts
 from sax.client.credentials import auth_headers
 from sax.client.locations import AsyncWatcher
+from sax.client.picker import prefix_key
 from sax.client.retry import Deadline
 from sax.client.sse import SSEParser
 from sax.errors import Code, SaxError
@@ -98,10 +99,13 @@ class AsyncModel:
             raise deadline.exceeded(f"finding replicas of {self.model_id}", None)
         return watcher
 
-    async def call(self, method: str, body: bytes, deadline: Deadline) -> bytes:
-        """POSTs `body` to ``method`` on a replica, failing over until `deadline`; the raw reply."""
+    async def call(
+        self, method: str, body: bytes, deadline: Deadline, key: str | None = None
+    ) -> bytes:
+        """POSTs `body` to ``method`` on a replica, failing over until `deadline`; the raw reply.
+        `key`: the prompt text whose prefix picks the replica (`sax.client.picker`)."""
         watcher = await self._watcher(deadline)
-        attempts = Attempts(f"{method} on {self.model_id}", watcher.replicas, deadline)
+        attempts = Attempts(f"{method} on {self.model_id}", watcher.replicas, deadline, key)
         path = wire.data_path(self.model_id.name, method)
         client = http.async_client()
         while True:
@@ -125,11 +129,11 @@ class AsyncModel:
             await asyncio.sleep(attempts.delay())
 
     async def stream(
-        self, method: str, body: bytes, deadline: Deadline
+        self, method: str, body: bytes, deadline: Deadline, key: str | None = None
     ) -> AsyncIterator[StreamChunk | StreamDone]:
         """Streams ``method``'s events from a replica, failing over until the first event."""
         watcher = await self._watcher(deadline)
-        attempts = Attempts(f"{method} on {self.model_id}", watcher.replicas, deadline)
+        attempts = Attempts(f"{method} on {self.model_id}", watcher.replicas, deadline, key)
         path = wire.data_path(self.model_id.name, method)
         client = http.async_client()
         while True:
@@ -229,7 +233,7 @@ class AsyncLM:
     ) -> list[Sample]:
         deadline = self._model.deadline(timeout)
         body = wire.generate_body(text, extra_inputs, deadline.remaining())
-        raw = await self._model.call("lm.generate", body, deadline)
+        raw = await self._model.call("lm.generate", body, deadline, prefix_key(text))
         return GenerateResponse.model_validate_json(raw).samples
 
     def generate_stream(
@@ -237,7 +241,8 @@ class AsyncLM:
     ) -> AsyncGenerateStream:
         deadline = self._model.deadline(timeout)
         body = wire.generate_body(text, extra_inputs, deadline.remaining())
-        return AsyncGenerateStream(self._model.stream("lm.generate_stream", body, deadline))
+        events = self._model.stream("lm.generate_stream", body, deadline, prefix_key(text))
+        return AsyncGenerateStream(events)
 
     async def score(
         self,
@@ -248,7 +253,7 @@ class AsyncLM:
     ) -> list[float]:
         deadline = self._model.deadline(timeout)
         body = wire.score_body(prefix, suffixes, extra_inputs, deadline.remaining())
-        raw = await self._model.call("lm.score", body, deadline)
+        raw = await self._model.call("lm.score", body, deadline, prefix_key(prefix))
         return ScoreResponse.model_validate_json(raw).scores
 
     async def embed(

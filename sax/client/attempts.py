@@ -16,9 +16,14 @@ from sax.errors import SERVER_RETRYABLE, Code, SaxError
 
 
 class Attempts:
-    def __init__(self, what: str, replicas: ReplicaSet, deadline: Deadline) -> None:
+    def __init__(
+        self, what: str, replicas: ReplicaSet, deadline: Deadline, key: str | None = None
+    ) -> None:
+        """`key`: the prompt prefix that routes this call to its home replica
+        (`sax.client.picker.choose`), or None for load alone."""
         self.what = what
         self.deadline = deadline
+        self._key = key
         self._replicas = replicas
         self._backoff = Backoff(deadline)
         self._avoid: set[str] = set()
@@ -31,7 +36,7 @@ class Attempts:
         addresses = self._replicas.addresses
         if self._avoid and self._avoid.issuperset(addresses):
             self._avoid.clear()  # every replica failed once: start another round
-        address = PICKER.acquire(addresses, self._avoid)
+        address = PICKER.acquire(addresses, self._avoid, self._key)
         if address is None:
             self._last = SaxError(Code.UNAVAILABLE, f"no ready replica for {self.what}")
         return address

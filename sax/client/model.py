@@ -32,6 +32,7 @@ from sax.client.admin import AdminClient, resolve_sax_root
 from sax.client.attempts import Attempts
 from sax.client.credentials import auth_headers
 from sax.client.locations import Watcher
+from sax.client.picker import prefix_key
 from sax.client.retry import Deadline
 from sax.client.sse import SSEParser
 from sax.errors import Code, SaxError
@@ -133,10 +134,11 @@ class Model:
             raise deadline.exceeded(f"finding replicas of {self.model_id}", None)
         return watcher
 
-    def call(self, method: str, body: bytes, deadline: Deadline) -> bytes:
-        """POSTs `body` to ``method`` on a replica, failing over until `deadline`; the raw reply."""
+    def call(self, method: str, body: bytes, deadline: Deadline, key: str | None = None) -> bytes:
+        """POSTs `body` to ``method`` on a replica, failing over until `deadline`; the raw reply.
+        `key`: the prompt text whose prefix picks the replica (`sax.client.picker`)."""
         attempts = Attempts(
-            f"{method} on {self.model_id}", self._watcher(deadline).replicas, deadline
+            f"{method} on {self.model_id}", self._watcher(deadline).replicas, deadline, key
         )
         path = wire.data_path(self.model_id.name, method)
         client = http.sync_client()
@@ -161,11 +163,11 @@ class Model:
             time.sleep(attempts.delay())
 
     def stream(
-        self, method: str, body: bytes, deadline: Deadline
+        self, method: str, body: bytes, deadline: Deadline, key: str | None = None
     ) -> Iterator[StreamChunk | StreamDone]:
         """Streams ``method``'s events from a replica, failing over until the first event."""
         attempts = Attempts(
-            f"{method} on {self.model_id}", self._watcher(deadline).replicas, deadline
+            f"{method} on {self.model_id}", self._watcher(deadline).replicas, deadline, key
         )
         path = wire.data_path(self.model_id.name, method)
         client = http.sync_client()
@@ -255,9 +257,8 @@ class LM:
         self, text: str, extra_inputs: wire.ExtraInputs | None = None, timeout: float | None = None
     ) -> list[Sample]:
         deadline = self._model.deadline(timeout)
-        raw = self._model.call(
-            "lm.generate", wire.generate_body(text, extra_inputs, deadline.remaining()), deadline
-        )
+        body = wire.generate_body(text, extra_inputs, deadline.remaining())
+        raw = self._model.call("lm.generate", body, deadline, prefix_key(text))
         return GenerateResponse.model_validate_json(raw).samples
 
     def generate_stream(
@@ -265,7 +266,9 @@ class LM:
     ) -> GenerateStream:
         deadline = self._model.deadline(timeout)
         body = wire.generate_body(text, extra_inputs, deadline.remaining())
-        return GenerateStream(self._model.stream("lm.generate_stream", body, deadline))
+        return GenerateStream(
+            self._model.stream("lm.generate_stream", body, deadline, prefix_key(text))
+        )
 
     def score(
         self,
@@ -278,7 +281,7 @@ class LM:
         deadline = self._model.deadline(timeout)
         body = wire.score_body(prefix, suffixes, extra_inputs, deadline.remaining())
         return ScoreResponse.model_validate_json(
-            self._model.call("lm.score", body, deadline)
+            self._model.call("lm.score", body, deadline, prefix_key(prefix))
         ).scores
 
     def embed(

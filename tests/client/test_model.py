@@ -16,8 +16,8 @@ from tests.helpers import wait_for
 
 def test_generate_returns_text_score_pairs_and_spreads_load(cell: FakeCell) -> None:
     m = Model("/sax/test/m", sax_root=cell.sax_root, timeout=10)
-    for _ in range(40):
-        assert m.lm.generate("hello world") == [("hello world", 0.0)]
+    for i in range(40):  # distinct prompts: a shared one would stay on its home replica
+        assert m.lm.generate(f"hello world {i}") == [(f"hello world {i}", 0.0)]
     assert all(r.served > 5 for r in cell.replicas), [r.served for r in cell.replicas]
     samples = m.lm.generate_samples("hi", {"num_samples": 2})
     assert [(s.text, s.score, s.finish_reason) for s in samples] == [
