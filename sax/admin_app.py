@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException
 
 from sax.admin import status_page
 from sax.admin.cell import Cell
-from sax.allow import allowed_methods
+from sax.allow import error_headers
 from sax.api_docs import fastapi_app
 from sax.auth.acl import Access
 from sax.auth.http import WWW_AUTHENTICATE, access_for
@@ -217,9 +217,7 @@ def _install_errors(app: FastAPI) -> None:
         if exc.status_code == 404 and message == "Not Found":
             message = "no such route"
         response = error_response(code, message, exc.status_code)
-        response.headers.update(exc.headers or {})
-        if exc.status_code == 405:
-            response.headers["Allow"] = allowed_methods(app.router.routes, request.scope)
+        response.headers.update(error_headers(exc, app.router.routes, request.scope))
         return response
 
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:

@@ -9,12 +9,21 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Scope
 
 
+def error_headers(exc: HTTPException, routes: Iterable[BaseRoute], scope: Scope) -> dict[str, str]:
+    """The headers of the reply to `exc`: its own, with a 405's ``Allow`` made complete."""
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(routes, scope)
+    return headers
+
+
 def allowed_methods(routes: Iterable[BaseRoute], scope: Scope) -> str:
-    """``"GET, HEAD, POST"``: the sorted union of the methods of the routes whose template
+    """``"GET, POST"``: the sorted union of the methods of the routes whose template
     matches the request's path in `scope` most specifically (most literal characters: the path
     ``/v1/models/m:wait`` is the ``{name}:wait`` resource, though ``{name}`` matches it too);
     ``""`` when none matches."""

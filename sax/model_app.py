@@ -42,7 +42,7 @@ from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
-from sax.allow import allowed_methods
+from sax.allow import error_headers
 from sax.api_docs import fastapi_app
 from sax.auth.acl import EVERYONE, Access
 from sax.auth.http import BEARER, WWW_AUTHENTICATE, bearer_token
@@ -161,9 +161,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         code = Code.NOT_FOUND if exc.status_code == 404 else Code.INVALID_ARGUMENT
         err = SaxError(code, f"{request.method} {request.url.path}: {exc.detail}")
         response = _error_response(request, err, exc.status_code)
-        response.headers.update(exc.headers or {})
-        if exc.status_code == 405:
-            response.headers["Allow"] = allowed_methods(app.router.routes, request.scope)
+        response.headers.update(error_headers(exc, app.router.routes, request.scope))
         return response
 
     async def on_other(request: Request, exc: Exception) -> Response:

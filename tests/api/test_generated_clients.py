@@ -75,13 +75,11 @@ def test_generated_clients_publish_list_and_generate(clients: Clients, echo_cell
     admin = clients.admin.Client(base_url=echo_cell.admin_url, timeout=60)
     models = importlib.import_module("sax_admin_client.models")
     name = "generated"
-
-    reply = clients.admin_call("models.publish").sync_detailed(
-        client=admin,
-        body=models.PublishRequest(
-            model_id=f"{CELL}/{name}", model_path=ECHO, checkpoint_path="None", num_replicas=1
-        ),
+    request = models.PublishRequest(
+        model_id=f"{CELL}/{name}", model_path=ECHO, checkpoint_path="None", num_replicas=1
     )
+
+    reply = clients.admin_call("models.publish").sync_detailed(client=admin, body=request)
     assert reply.status_code == 201
     assert isinstance(reply.parsed, models.ModelInfo)
     assert (reply.parsed.model_id, reply.parsed.num_replicas) == (f"{CELL}/{name}", 1)
@@ -110,12 +108,7 @@ def test_generated_clients_publish_list_and_generate(clients: Clients, echo_cell
     assert isinstance(generated, data.GenerateResponse)
     assert [s.text for s in generated.samples] == ["sax serves generated clients"]
 
-    again = clients.admin_call("models.publish").sync_detailed(
-        client=admin,
-        body=models.PublishRequest(
-            model_id=f"{CELL}/{name}", model_path=ECHO, checkpoint_path="None", num_replicas=1
-        ),
-    )
+    again = clients.admin_call("models.publish").sync_detailed(client=admin, body=request)
     assert again.status_code == 409
     assert isinstance(again.parsed, models.ErrorBody)
     assert again.parsed.error.code == "ALREADY_EXISTS"
