@@ -27,16 +27,97 @@ import contextlib
 import itertools
 import math
 import os
+import threading
+import weakref
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sax.errors import Code, SaxError, invalid, unavailable
 from sax.schemas import Sample, StreamItem
+from sax.server.batch import run_all
+from sax.server.prompts import ChatPrompt, text_token_ids
 from sax.server.sampling import SamplingOptions
 
 _GIB = 1 << 30
+# vLLM's validation `parameter` -> the SamplingOptions field it checks.
+_PARAM_FIELDS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "max_tokens": "max_decode_steps",
+    "min_tokens": "min_tokens",
+    "n": "num_samples",
+    "seed": "seed",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "repetition_penalty": "repetition_penalty",
+    "logit_bias": "logit_bias",
+    "stop": "stop",
+    "stop_token_ids": "stop_token_ids",
+    "prompt": "prompt",
+    "input_tokens": "prompt",
+    "input_text": "prompt",
+}
 DEFAULT_CPU_KV_CACHE_GIB = 1.0
+# How long an engine start cancelled mid-way may take to finish before its processes are killed.
+START_CANCEL_WAIT_S = 60.0
+
+# Modules whose first import is not thread-safe in practice (transformers and accelerate import
+# lazily and circularly; a first import racing in two loader threads leaves half-initialised
+# modules in sys.modules for the life of the process). `prepare_process` imports them on the
+# main thread before any load runs.
+PRELOAD_MODULES = (
+    "psutil",
+    "torch",
+    "accelerate",
+    "accelerate.hooks",
+    "accelerate.big_modeling",
+    "tokenizers",
+    "transformers",
+    "transformers.modeling_utils",
+    "transformers.models.auto.configuration_auto",
+    "transformers.models.auto.modeling_auto",
+    "transformers.models.auto.tokenization_auto",
+    "transformers.models.llama.modeling_llama",
+    "transformers.modeling_gguf_pytorch_utils",
+    "gguf",
+    "vllm",
+    "vllm.engine.arg_utils",
+    "vllm.v1.engine.async_llm",
+    "vllm.v1.executor",
+    "vllm.usage.usage_lib",
+    "vllm.v1.engine.exceptions",
+    "vllm.sampling_params",
+    "vllm.pooling_params",
+    "vllm.exceptions",
+    "vllm.platforms",
+)
+
+
+def prepare_process() -> None:
+    """Sets the process environment vLLM reads and imports its packages, on the calling thread.
+
+    Call once on the main thread before any load runs: offline flags must be set before
+    huggingface_hub reads them, engine-core processes are spawned (forking a process that runs
+    threads can deadlock), and `PARENT_PID_ENV` lets each engine core exit when this process
+    dies (`sax.backends.vllm_parent_watch`). Raises ImportError if vLLM cannot be imported.
+    """
+    import importlib
+
+    from sax.backends.vllm_parent_watch import PARENT_PID_ENV
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+    os.environ[PARENT_PID_ENV] = str(os.getpid())
+    for name in PRELOAD_MODULES:
+        importlib.import_module(name)
+    from vllm.platforms import current_platform
+
+    current_platform.is_cpu()  # resolves the platform once, here
 
 
 @dataclass(frozen=True)
@@ -133,8 +214,31 @@ def _engine_args(settings: EngineSettings) -> Any:
     return AsyncEngineArgs(**kwargs)
 
 
+def client_error(exc: Exception) -> SaxError:
+    """A request vLLM refused, as INVALID_ARGUMENT: vLLM's message without its
+    "(parameter=..., value=...)" suffix, and `param` the SamplingOptions field it names (or
+    ``prompt``), which the route renames to its public field."""
+    message = str(exc.args[0]) if exc.args else "invalid request"
+    parameter = getattr(exc, "parameter", None)
+    if parameter:
+        param = _PARAM_FIELDS.get(parameter)
+    else:
+        param = "prompt" if "prompt" in message else None
+    return invalid(message, param)
+
+
 def sampling_params(options: SamplingOptions, *, ignore_eos: bool = False, stream: bool) -> Any:
-    """Saxml sampling options -> vLLM `SamplingParams` (one per request, never per model)."""
+    """Saxml sampling options -> vLLM `SamplingParams` (one per request, never per model);
+    INVALID_ARGUMENT if vLLM refuses them."""
+    from vllm.exceptions import VLLMClientError
+
+    try:
+        return _sampling_params(options, ignore_eos=ignore_eos, stream=stream)
+    except (VLLMClientError, ValueError) as exc:
+        raise client_error(exc) from exc
+
+
+def _sampling_params(options: SamplingOptions, *, ignore_eos: bool, stream: bool) -> Any:
     from vllm.sampling_params import RequestOutputKind, SamplingParams
 
     return SamplingParams(
@@ -142,11 +246,19 @@ def sampling_params(options: SamplingOptions, *, ignore_eos: bool = False, strea
         temperature=options.temperature,
         top_k=options.top_k if options.top_k > 0 else 0,
         top_p=options.top_p,
+        min_p=options.min_p,
         max_tokens=options.max_decode_steps,
+        min_tokens=options.min_tokens,
         seed=options.seed,
         stop=list(options.stop) or None,
+        stop_token_ids=list(options.stop_token_ids) or None,
+        presence_penalty=options.presence_penalty,
+        frequency_penalty=options.frequency_penalty,
+        repetition_penalty=options.repetition_penalty,
+        logit_bias=dict(options.logit_bias) or None,
         logprobs=0,  # makes vLLM track cumulative_logprob of the sampled tokens
-        ignore_eos=ignore_eos,
+        ignore_eos=ignore_eos or options.ignore_eos,
+        skip_special_tokens=options.skip_special_tokens,
         output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
     )
 
@@ -177,28 +289,50 @@ class VllmEngine:
         built: list[Any] = []
 
         def build() -> None:
+            from vllm.usage.usage_lib import UsageContext
             from vllm.v1.engine.async_llm import AsyncLLM
+            from vllm.v1.executor import Executor
 
+            # `AsyncLLM.from_engine_args`, with the config resolution (HF config and tokenizer
+            # files, platform and environment checks: process-wide state) serialised across
+            # loader threads; the engine-core start-up after it runs concurrently.
+            args = _engine_args(settings)
+            with _CONFIG_LOCK:
+                config = args.create_engine_config(UsageContext.ENGINE_CONTEXT)
             built.append(
-                AsyncLLM.from_engine_args(_engine_args(settings), stat_loggers=[stats_factory])
+                AsyncLLM(
+                    vllm_config=config,
+                    executor_class=Executor.get_class(config),
+                    log_requests=args.enable_log_requests,
+                    log_stats=not args.disable_log_stats,
+                    usage_context=UsageContext.ENGINE_CONTEXT,
+                    stat_loggers=[stats_factory],
+                )
             )
 
         # The engine goes through `built`, not the thread's return value: the finished futures
         # of `to_thread` can outlive the call and would keep a shut-down engine referenced.
+        before = _child_pids()
         starting = asyncio.ensure_future(asyncio.to_thread(build))
         try:
             await asyncio.shield(starting)
         except asyncio.CancelledError:
-            # An unload while loading: the thread cannot be interrupted, so let it finish and
-            # stop what it started; otherwise its engine processes would be orphaned.
-            with contextlib.suppress(Exception):
-                await starting
+            # An unload or a load timeout while starting: the thread cannot be interrupted, so
+            # give it a bounded time to finish and stop what it started; if it is stuck (an
+            # engine core that never answers the handshake), kill the processes it spawned, which
+            # ends the handshake and the thread. Either way no engine process is orphaned.
+            done, _ = await asyncio.wait([starting], timeout=START_CANCEL_WAIT_S)
+            if not done:
+                await asyncio.to_thread(_kill_tree, _child_pids() - before - _live_engine_pids())
+                await asyncio.wait([starting], timeout=10)
             if built:
                 engine = built.pop()
                 await asyncio.to_thread(_stop, engine, _process_tree(cls.engine_pids_of(engine)))
             raise
         engine = built.pop()
-        return cls(engine, settings, holder[0] if holder else _PeakStats())
+        started = cls(engine, settings, holder[0] if holder else _PeakStats())
+        _ENGINES.add(started)
+        return started
 
     # ------------------------------------------------------------ introspection
 
@@ -208,27 +342,49 @@ class VllmEngine:
         return 0 if self._closed else int(self._engine.get_num_unfinished_requests())
 
     @property
+    def dtype(self) -> str:
+        """The dtype the engine resolved and runs, e.g. ``"bfloat16"`` for ``dtype="auto"``."""
+        return str(self._engine.model_config.dtype).removeprefix("torch.")
+
+    @property
     def engine_pids(self) -> list[int]:
         """Process ids of the engine-core processes (gone after `shutdown`)."""
         return [] if self._closed else self.engine_pids_of(self._engine)
 
     @staticmethod
     def engine_pids_of(engine: Any) -> list[int]:
-        resources = getattr(engine.engine_core, "resources", None)
-        manager = getattr(resources, "engine_manager", None)
-        procs = getattr(manager, "processes", None) or []
-        return [p.pid for p in procs if p.pid is not None]
+        return [p.pid for p in _engine_processes(engine) if p.pid is not None]
+
+    def dead_reason(self) -> str | None:
+        """Why the engine can no longer serve (an engine-core process exited, or vLLM marked
+        the engine dead), or None while it is healthy or after a deliberate `shutdown`."""
+        if self._closed:
+            return None
+        procs = _engine_processes(self._engine)
+        for proc in procs:
+            if not proc.is_alive():
+                return f"the engine process {proc.pid} exited with code {proc.exitcode}"
+        if getattr(self._engine, "errored", False):
+            return f"the engine died: {getattr(self._engine, 'dead_error', 'EngineDeadError')}"
+        return None
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False).input_ids)
+        """Prompt tokens of `text`: exactly the ids the engine runs for it (`prompt_ids`)."""
+        return len(self.prompt_ids(text))
 
     def _check_open(self) -> None:
         if self._closed:
             raise unavailable("the model's engine is shut down")
 
+    def prompt_ids(self, text: str) -> list[int]:
+        """A rendered chat's own ids; plain text tokenised with special-token parsing off
+        (user text is data), framed by the tokenizer's BOS where it adds one."""
+        if isinstance(text, ChatPrompt):
+            return list(text.token_ids)
+        return text_token_ids(self.tokenizer, text)
+
     def _prompt(self, text: str) -> dict[str, Any]:
-        """The prompt as token ids (tokenized here, with the tokenizer's special tokens)."""
-        return {"prompt_token_ids": list(self.tokenizer(text).input_ids)}
+        return {"prompt_token_ids": self.prompt_ids(text)}
 
     async def _run(self, kind: str, prompt: Any, params: Any) -> AsyncGenerator[Any, None]:
         """Outputs of one engine request, with vLLM's errors mapped to sax codes.
@@ -253,7 +409,7 @@ class VllmEngine:
                 finished = bool(out.finished)
                 yield out
         except (VLLMClientError, ValueError) as exc:
-            raise invalid(str(exc)) from exc
+            raise client_error(exc) from exc
         except GracefulHTTPError as exc:
             code = Code.RESOURCE_EXHAUSTED if exc.http_status == 429 else Code.UNAVAILABLE
             raise SaxError(code, exc.message) from exc
@@ -318,6 +474,8 @@ class VllmEngine:
                             num_tokens=generated[o.index],
                         )
                     )
+                    if o.finish_reason is not None:
+                        items[-1].finish_reason = o.finish_reason
                     emitted[o.index] += len(o.text)
                 if items:
                     yield items
@@ -332,8 +490,8 @@ class VllmEngine:
         tokenized prefix gets the BOS (or EOS) token so the first suffix token is conditioned on
         something and has a log-prob.
         """
-        prefix_ids = list(self.tokenizer(prefix).input_ids) if prefix else []
-        full_ids = list(self.tokenizer(prefix + suffix).input_ids)
+        prefix_ids = text_token_ids(self.tokenizer, prefix) if prefix else []
+        full_ids = text_token_ids(self.tokenizer, prefix + suffix)
         start = 0
         for a, b in zip(prefix_ids, full_ids, strict=False):
             if a != b:
@@ -376,7 +534,7 @@ class VllmEngine:
     async def score(self, prefix: str, suffixes: Sequence[str]) -> list[float]:
         """log P(suffix | prefix) per suffix; the suffixes run as concurrent engine requests."""
         self._check_open()
-        return list(await asyncio.gather(*(self._score_one(prefix, s) for s in suffixes)))
+        return await run_all([partial(self._score_one, prefix, s) for s in suffixes])
 
     # ------------------------------------------------------------ embeddings
 
@@ -408,6 +566,7 @@ class VllmEngine:
         self._closed = True
         from vllm.v1.engine.exceptions import EngineDeadError
 
+        _ENGINES.discard(self)
         engine, self._engine = self._engine, None
         # Fail requests still in flight (UNAVAILABLE) rather than leave them waiting forever on a
         # stopped engine, and stop the output handler before the core goes away so it does not
@@ -421,6 +580,42 @@ class VllmEngine:
         procs = _process_tree(self.engine_pids_of(engine))
         await asyncio.to_thread(_stop, engine, procs)
         del engine
+
+
+_ENGINES: weakref.WeakSet[VllmEngine] = weakref.WeakSet()
+_CONFIG_LOCK = threading.Lock()
+
+
+def _engine_processes(engine: Any) -> list[Any]:
+    """The engine-core `multiprocessing` processes of an `AsyncLLM` (vLLM internals, checked
+    by the vLLM version test)."""
+    resources = getattr(engine.engine_core, "resources", None)
+    manager = getattr(resources, "engine_manager", None)
+    return list(getattr(manager, "processes", None) or [])
+
+
+def _live_engine_pids() -> set[int]:
+    pids: set[int] = set()
+    for engine in list(_ENGINES):
+        for proc in _process_tree(engine.engine_pids):
+            pids.add(proc.pid)
+    return pids
+
+
+def _child_pids() -> set[int]:
+    import psutil
+
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def _kill_tree(pids: set[int]) -> None:
+    import psutil
+
+    procs = _process_tree(sorted(pids))
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(procs, timeout=5)
 
 
 def _process_tree(pids: Sequence[int]) -> list[Any]:
