@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 
 from sax.admin.cell import Cell
 from sax.admin_app import create_app
+from sax.auth.directory import token_digest
 from sax.auth.principals import add_token
 from sax.auth.source import AuthSource
 from sax.naming import CellId
@@ -198,3 +200,39 @@ async def test_a_restarted_admin_adopts_what_servers_hold_only_at_first() -> Non
         assert watched.values == [REAL]  # ready at once: nothing reloads
     finally:
         await restarted.stop()
+
+
+async def test_status_page_shows_acls_and_groups_never_tokens() -> None:
+    async with secured_admin() as admin:
+        await with_real_replica(admin)
+        r = await admin.http.patch(
+            "/v1/models/smollm",
+            json={"admin_acl": "owners", "acls": {"lm.generate": "readers"}},
+            headers=admin.auth("admin"),
+        )
+        assert r.status_code == 200
+        page = (await admin.http.get("/")).text
+        assert "auth on" in page and "admins" in page and "owners" in page
+        assert "lm.generate: readers" in page and "server2" in page and "bob" in page
+        for token in admin.tokens.values():
+            assert token not in page and token_digest(token) not in page
+
+
+async def test_an_internal_error_is_logged_with_a_request_id_and_not_sent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = create_app(Cell(CellId("test"), "admin-1", Disk()))
+
+    async def broken() -> None:
+        raise RuntimeError("secret detail of the failure")
+
+    app.add_api_route("/broken", broken)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://admin") as http:
+        r = await http.get("/broken")
+    assert r.status_code == 500 and "secret" not in r.text
+    message = r.json()["error"]["message"]
+    request_id = message.rsplit(" ", 1)[-1]
+    assert "request id" in message and len(request_id) == 16
+    logged = [rec for rec in caplog.records if request_id in rec.getMessage()]
+    assert logged and "secret detail" in str(logged[0].exc_info[1])  # type: ignore[index]
