@@ -156,3 +156,29 @@ def test_sigterm_to_sax_up_stops_its_whole_cell(tmp_path: Path) -> None:
         if up.poll() is None:
             os.killpg(up.pid, signal.SIGKILL)
             up.wait()
+
+
+def test_sax_up_demo_fails_fast_with_the_reason(tmp_path: Path) -> None:
+    """A demo model that cannot load ends `sax up --demo` at once, with the load's reason."""
+    env = {**os.environ, "SAX_CACHE": "/dev/null/cache"}  # no model directory can be built
+    started = time.monotonic()
+    up = subprocess.run(
+        [
+            SAX,
+            "up",
+            "--demo",
+            f"--sax_root={tmp_path / 'root'}",
+            f"--fs_root={tmp_path / 'fs'}",
+            f"--admin_port={free_port()}",
+            f"--server_port={free_port()}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    output = up.stdout + up.stderr
+    assert up.returncode == 1, output
+    assert "failed to load" in output and "/dev/null/cache" in output, output
+    assert "The demo failed" in output
+    assert time.monotonic() - started < 300
