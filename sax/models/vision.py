@@ -116,7 +116,7 @@ class TorchVisionServable(VisionServable):
         if batcher is not None:
             await batcher.close()
 
-    def dead_reason(self) -> str | None:
+    def health(self) -> str | None:
         """Why the model can no longer serve (its device thread died), else None."""
         return self.batcher.dead_reason() if self.batcher is not None else None
 

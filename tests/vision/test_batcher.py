@@ -12,9 +12,15 @@ import threading
 from collections.abc import Callable
 
 import pytest
+from PIL import Image
 
 from sax.backends.torch.batcher import Batcher
 from sax.errors import Code, SaxError
+from sax.models.vision import ImageClassifier
+from sax.schemas import ReplicaStatus
+from sax.server.images import encode_png
+from sax.server.manager import ModelServer
+from tests.server.harness import assign, options
 
 
 class Gated:
@@ -135,3 +141,27 @@ async def test_a_dead_thread_is_reported_and_refuses_work() -> None:
         await batcher.run("x", 2)
     assert err.value.code is Code.UNAVAILABLE and "device lost" in err.value.message
     await batcher.close()
+
+
+async def test_a_dead_device_thread_fails_the_model_on_its_server() -> None:
+    """The model server's health poll sees the dead thread: the model goes FAILED with the
+    reason, and a request in flight got a retryable 503."""
+
+    def die(items: list[object]) -> list[object]:
+        raise SystemExit("device lost")
+
+    server = ModelServer(options())
+    await server.apply([assign("doomed", "sax.models.vision.ImageClassifier")])
+    await server.settle(120)
+    model = server.get("/sax/test/doomed")
+    assert model is not None and model.status is ReplicaStatus.LOADED, model
+    servable = model.engine
+    assert isinstance(servable, ImageClassifier) and servable.batcher is not None
+    assert servable.health() is None
+    servable.batcher.lanes["classify"] = die  # a device fault on the next batch
+    with pytest.raises(SaxError) as err:
+        await servable.classify(encode_png(Image.new("RGB", (8, 8))), {})
+    assert err.value.code is Code.UNAVAILABLE
+    await server.wait_until(lambda: model.status is ReplicaStatus.FAILED, 10)
+    assert "device lost" in model.failure_reason
+    await server.shutdown()
