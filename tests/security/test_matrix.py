@@ -363,3 +363,28 @@ def test_a_revoked_token_stops_working_within_seconds(secured: Secured) -> None:
     assert secured.model("carols") is not None  # the refused unpublish changed nothing
     listed, out = saxutil(secured, "inside", "principals", CELL)
     assert listed == 200 and "carol" in out and token not in out
+
+
+def test_saxutil_getacl_and_setacl_for_cells_and_models(secured: Secured) -> None:
+    model = f"{CELL}/acl-demo"
+    assert saxutil(secured, "inside", "getacl", CELL) == (200, "admins\n")
+    assert saxutil(secured, "inside", "publish", model, ECHO, "None", "0")[0] == 200
+    assert saxutil(secured, "inside", "getacl", model) == (200, "No admin ACLs set for model.\n")
+    assert saxutil(secured, "inside", "setacl", model, "lm.generate", "readers")[0] == 200
+    assert saxutil(secured, "inside", "getacl", model, "all") == (200, "lm.generate: readers\n")
+    assert saxutil(secured, "inside", "getacl", model, "lm.generate") == (200, "readers\n")
+    assert saxutil(secured, "outside", "setacl", model, "lm.generate", "")[0] == 403
+    assert saxutil(secured, "inside", "setacl", model, "lm.generate", "")[0] == 200
+    assert saxutil(secured, "inside", "getacl", model, "all") == (200, "No ACLs set for model.\n")
+    assert saxutil(secured, "inside", "setacl", model, "owners")[0] == 200
+    assert sax.client.get_acl(model, sax_root=secured.cell.sax_root) == "owners"
+    # A cell's admin ACL lives in its config.json: validated, then rewritten in place.
+    run = subprocess.run(
+        [SAXUTIL, f"--sax_root={secured.cell.sax_root}", "setacl", CELL, "two words"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1 and "not a valid ACL name" in run.stderr
+    assert saxutil(secured, "inside", "setacl", CELL, "admins")[0] == 200
+    assert saxutil(secured, "inside", "unpublish", model)[0] == 200
