@@ -29,8 +29,9 @@ from sax.backends.vllm_engine import EngineSettings, VllmEngine
 from sax.errors import unavailable
 from sax.models import assets
 from sax.schemas import Sample, StreamItem
+from sax.server.prompts import render_chat
 from sax.server.registry import register
-from sax.server.sampling import SamplingOptions
+from sax.server.sampling import ALL_FIELDS, SamplingOptions
 from sax.server.servable import LoadSpec, SamplingConfig, Servable, ServableConfig
 
 _GIB = 1 << 30
@@ -93,6 +94,7 @@ class VllmServable(Servable):
     methods: ClassVar[frozenset[str]] = frozenset({"lm.generate", "lm.generate_stream", "lm.score"})
     Config: ClassVar[type[ServableConfig]] = VllmServableConfig
     runner: ClassVar[str] = "generate"
+    sampling_fields: ClassVar[frozenset[str]] = ALL_FIELDS
     # Weights in parameters, for the memory estimate (the KV cache is added from the config).
     approx_params: ClassVar[int] = 0
     config: VllmServableConfig
@@ -177,11 +179,11 @@ class VllmServable(Servable):
         return await self._engine("lm.score").score(prefix, suffixes)
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """The chat in the tokenizer's template as a `ChatPrompt`: message content is tokenised
+        as data, so only the template adds control tokens."""
         tokenizer = self.engine.tokenizer if self.engine is not None else None
         if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-            return str(
-                tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            )
+            return render_chat(tokenizer, messages)
         return super().chat_prompt(messages)
 
     def count_tokens(self, text: str) -> int:

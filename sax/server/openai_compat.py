@@ -1,10 +1,12 @@
 """The OpenAI API subset a model server speaks: request/response models and conversions.
 
-Kept apart from `sax.schemas` because these shapes are OpenAI's, not ours. Requests ignore
-fields we do not serve (``user``, ``logprobs``, ``presence_penalty``...) the way OpenAI-compatible
-servers usually do, so stock SDK calls work; the fields we do serve map onto Saxml extra inputs
-and go through the servable's own validation (`Servable.sampling`), so a bad value is a 400 that
-names it, in OpenAI's error shape.
+Kept apart from `sax.schemas` because these shapes are OpenAI's, not ours. Requests follow
+vLLM's OpenAI server: the fields it honours map onto `SamplingOptions` with OpenAI's and vLLM's
+ranges (finite floats only; ``null`` means omitted), and the servable refuses by name any it
+does not implement. Fields sax does not serve (``logprobs``, ``tools``, structured output...)
+are a 400 naming them, as are unknown fields; only ``user``, ``metadata`` and ``store``, which
+do not change the answer, are accepted and ignored. Errors use OpenAI's shape with ``param``
+set to the public field.
 """
 
 from __future__ import annotations
@@ -13,16 +15,20 @@ import base64
 import struct
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from sax.errors import SaxError, invalid
 from sax.schemas import Sample, StreamItem
+from sax.server.sampling import MAX_SAMPLES
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True)
+    # Unknown fields are a 400 naming them (OpenAI's own behaviour); floats must be finite.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class _Out(BaseModel):
@@ -30,55 +36,133 @@ class _Out(BaseModel):
 
 
 class StreamOptions(_In):
-    include_usage: bool = False
+    include_usage: bool | None = False
+    continuous_usage_stats: bool | None = Field(False, description="not supported: 400 if true")
+
+
+class ResponseFormat(_In):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
 
 
 class SamplingRequest(_In):
+    """Fields shared by completions and chat completions, with OpenAI's and vLLM's ranges.
+
+    ``null`` means omitted for every field. Sampling fields left out take the published model's
+    defaults (its overrides), not OpenAI's ``temperature=1``.
+    """
+
     model: str = Field(description="short model name or full id /sax/<cell>/<name>")
-    temperature: float | None = None
-    top_p: float | None = None
-    n: int = 1
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=-1, description="vLLM extension; -1 or 0 = disabled")
+    min_p: float | None = Field(None, ge=0, le=1, description="vLLM extension")
+    n: int | None = Field(None, ge=1, le=MAX_SAMPLES, description="samples per prompt")
     stop: str | list[str] | None = None
-    seed: int | None = None
-    stream: bool = False
+    stop_token_ids: list[int] | None = Field(None, description="vLLM extension")
+    seed: int | None = Field(None, ge=INT64_MIN, le=INT64_MAX)
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    repetition_penalty: float | None = Field(None, gt=0, le=2, description="vLLM extension")
+    logit_bias: dict[str, float] | None = Field(None, description="token id -> [-100, 100]")
+    min_tokens: int | None = Field(None, ge=0, description="vLLM extension")
+    ignore_eos: bool | None = Field(None, description="vLLM extension")
+    skip_special_tokens: bool | None = Field(None, description="vLLM extension")
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
+    response_format: ResponseFormat | None = Field(None, description="only type text")
+    user: str | None = Field(None, description="accepted and ignored")
 
-    def max_new_tokens(self) -> int | None:
-        return None
+    def max_new_tokens(self) -> tuple[int | None, str]:
+        """The requested new-token limit and the field that set it."""
+        return None, "max_tokens"
 
-    def extra_inputs(self) -> dict[str, Any]:
-        """The Saxml extra inputs these OpenAI fields mean (absent fields keep the defaults)."""
-        extra: dict[str, Any] = {}
-        if self.temperature is not None:
-            extra["temperature"] = self.temperature
-        if self.top_p is not None:
-            extra["per_example_top_p"] = self.top_p
-        if self.n != 1:
-            extra["num_samples"] = self.n
-        if self.seed is not None:
-            extra["seed"] = self.seed
-        if self.stop:
-            extra["stop"] = self.stop
-        max_tokens = self.max_new_tokens()
-        if max_tokens is not None:
-            extra["per_example_max_decode_steps"] = max_tokens
-        return extra
+    def sampling_values(self) -> dict[str, tuple[Any, str]]:
+        """SamplingOptions field -> (value, public field name), for the fields given."""
+        given: dict[str, tuple[Any, str]] = {}
+        for public, option in _SAMPLING_FIELDS.items():
+            value = getattr(self, public)
+            if value is not None:
+                given[option] = (value, public)
+        limit, public = self.max_new_tokens()
+        if limit is not None:
+            given["max_decode_steps"] = (limit, public)
+        return given
+
+    def param_names(self) -> dict[str, str]:
+        """SamplingOptions field (and ``prompt``) -> the public field an engine error names."""
+        names = {option: public for public, option in _SAMPLING_FIELDS.items()}
+        names["max_decode_steps"] = self.max_new_tokens()[1]
+        names["prompt"] = self.prompt_field
+        return names
+
+    prompt_field: ClassVar[str] = "prompt"
+
+    def refuse_unsupported(self) -> None:
+        """Fields sax does not implement, set to anything that would change the answer: 400."""
+        if self.stream_options is not None and self.stream_options.continuous_usage_stats:
+            raise _unsupported("stream_options.continuous_usage_stats")
+        if self.stream_options is not None and not self.stream:
+            raise invalid("stream_options is only allowed with stream=true", "stream_options")
+        if self.response_format is not None and self.response_format.type != "text":
+            raise _unsupported(
+                "response_format",
+                f"response_format {self.response_format.type!r} is not supported "
+                "(structured output is not available on this server)",
+            )
 
     def include_usage(self) -> bool:
-        return self.stream_options is not None and self.stream_options.include_usage
+        return self.stream_options is not None and bool(self.stream_options.include_usage)
+
+
+# OpenAI / vLLM request field -> SamplingOptions field.
+_SAMPLING_FIELDS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "n": "num_samples",
+    "stop": "stop",
+    "stop_token_ids": "stop_token_ids",
+    "seed": "seed",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "repetition_penalty": "repetition_penalty",
+    "logit_bias": "logit_bias",
+    "min_tokens": "min_tokens",
+    "ignore_eos": "ignore_eos",
+    "skip_special_tokens": "skip_special_tokens",
+}
+
+
+def _unsupported(param: str, message: str | None = None) -> SaxError:
+    return invalid(message or f"{param} is not supported by this server", param)
 
 
 class CompletionRequest(SamplingRequest):
-    prompt: str | list[str]
-    max_tokens: int | None = 16
+    prompt: str | list[str] = Field(description="one prompt or a batch; token-id prompts: 400")
+    max_tokens: int | None = Field(16, ge=1, description="null = the default, 16")
+    echo: bool | None = Field(False, description="prepend the prompt to each choice's text")
+    logprobs: int | None = Field(None, ge=0, description="not supported: 400 if set")
+    suffix: str | None = Field(None, description="not supported: 400 if set")
+    best_of: int | None = Field(None, ge=1, description="only 1 or n")
 
-    def max_new_tokens(self) -> int | None:
-        return self.max_tokens
+    def max_new_tokens(self) -> tuple[int | None, str]:
+        return (16 if self.max_tokens is None else self.max_tokens), "max_tokens"
+
+    def refuse_unsupported(self) -> None:
+        super().refuse_unsupported()
+        if self.logprobs is not None:
+            raise _unsupported("logprobs")
+        if self.suffix is not None:
+            raise _unsupported("suffix")
+        if self.best_of is not None and self.best_of != (self.n or 1):
+            raise _unsupported("best_of", "best_of other than n is not supported")
 
     def prompts(self) -> list[str]:
         prompts = [self.prompt] if isinstance(self.prompt, str) else self.prompt
         if not prompts:
-            raise invalid("prompt must not be empty")
+            raise invalid("prompt must not be empty", "prompt")
         return prompts
 
 
@@ -87,42 +171,75 @@ class ContentPart(_In):
     text: str = ""
 
 
-class ChatMessage(_In):
-    role: str
+class ChatMessage(BaseModel):
+    # Messages tolerate OpenAI's other message fields (name, tool_call_id...), which do not
+    # reach the template; content parts other than text are refused.
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
 
-    def text(self) -> str:
+    def text(self, index: int) -> str:
         if self.content is None or isinstance(self.content, str):
             return self.content or ""
         parts = []
         for part in self.content:
             if part.type != "text":
-                raise invalid(f"message content of type {part.type!r} is not supported")
+                raise invalid(
+                    f"messages.{index}.content: parts of type {part.type!r} are not supported",
+                    f"messages.{index}.content",
+                )
             parts.append(part.text)
         return "".join(parts)
 
 
 class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
+    max_tokens: int | None = Field(None, ge=1, description="deprecated alias")
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = Field(False, description="not supported: 400 if true")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="not supported: 400 if > 0")
+    tools: list[dict[str, Any]] | None = Field(None, description="not supported: 400 if given")
+    tool_choice: str | dict[str, Any] | None = Field(None, description="only 'none'")
+    parallel_tool_calls: bool | None = Field(None, description="accepted; no tools are served")
+    metadata: dict[str, str] | None = Field(None, description="accepted and ignored")
+    store: bool | None = Field(None, description="accepted and ignored")
 
-    def max_new_tokens(self) -> int | None:
-        return self.max_completion_tokens if self.max_completion_tokens else self.max_tokens
+    prompt_field: ClassVar[str] = "messages"
+
+    def max_new_tokens(self) -> tuple[int | None, str]:
+        if self.max_completion_tokens is not None:
+            return self.max_completion_tokens, "max_completion_tokens"
+        return self.max_tokens, "max_tokens"
+
+    def refuse_unsupported(self) -> None:
+        super().refuse_unsupported()
+        if self.logprobs:
+            raise _unsupported("logprobs")
+        if self.top_logprobs:
+            raise _unsupported("top_logprobs")
+        if self.tools:
+            raise _unsupported("tools", "tools are not supported by this server")
+        if self.tool_choice not in (None, "none"):
+            raise _unsupported("tool_choice", "tool_choice other than 'none' is not supported")
 
     def message_dicts(self) -> list[dict[str, str]]:
-        return [{"role": m.role, "content": m.text()} for m in self.messages]
+        return [{"role": m.role, "content": m.text(i)} for i, m in enumerate(self.messages)]
 
 
 class EmbeddingRequest(_In):
     model: str
-    input: str | list[str]
-    encoding_format: Literal["float", "base64"] = "float"
+    input: str | list[str] = Field(description="one text or a batch; token-id inputs: 400")
+    encoding_format: Literal["float", "base64"] | None = "float"
+    dimensions: int | None = Field(None, ge=1, description="not supported: 400 if set")
+    user: str | None = Field(None, description="accepted and ignored")
 
     def inputs(self) -> list[str]:
+        if self.dimensions is not None:
+            raise _unsupported("dimensions", "dimensions is not supported by this model")
         inputs = [self.input] if isinstance(self.input, str) else self.input
         if not inputs:
-            raise invalid("input must not be empty")
+            raise invalid("input must not be empty", "input")
         return inputs
 
 
@@ -238,7 +355,9 @@ _ERROR_TYPES = {
 def error_body(err: SaxError) -> dict[str, Any]:
     status = err.http_status
     kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"message": err.message, "type": kind, "param": None, "code": err.code.value}}
+    return {
+        "error": {"message": err.message, "type": kind, "param": err.param, "code": err.code.value}
+    }
 
 
 def new_id(prefix: str) -> str:
@@ -331,6 +450,10 @@ class ChunkWriter:
                 for i in range(num_samples)
             ]
         )
+
+    def echo(self, prompt: str, num_samples: int) -> bytes:
+        """Completions with ``echo``: the prompt opens every sample's text."""
+        return self._text([CompletionChoice(index=i, text=prompt) for i in range(num_samples)])
 
     def items(self, items: list[StreamItem]) -> bytes:
         if self.chat:

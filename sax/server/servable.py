@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sax.errors import Code, SaxError, invalid
 from sax.schemas import GradientResponse, Sample, StreamItem
-from sax.server.sampling import SamplingOptions
+from sax.server.sampling import BASIC_FIELDS, SamplingOptions, apply_options, sampling_from_extra
 
 # Override keys that steer placement on the admin; servables never see them.
 PLACEMENT_KEYS = frozenset({"ram", "constraints", "chip", "topology"})
@@ -69,6 +69,8 @@ class Servable(abc.ABC):
     methods: ClassVar[frozenset[str]] = frozenset()
     Config: ClassVar[type[ServableConfig]] = ServableConfig
     default_sampling: ClassVar[SamplingOptions] = SamplingOptions()
+    # The `SamplingOptions` fields the engine honours; others are refused by name.
+    sampling_fields: ClassVar[frozenset[str]] = BASIC_FIELDS
 
     def __init__(self, spec: LoadSpec) -> None:
         self.spec = spec
@@ -99,21 +101,28 @@ class Servable(abc.ABC):
     async def unload(self) -> None:
         """Stops the engine and frees its memory."""
 
-    def sampling(self, extra: Mapping[str, Any]) -> SamplingOptions:
-        """Request options: `extra` over the config's defaults (a `SamplingConfig`) or the
-        class's `default_sampling`."""
-        from sax.server.sampling import sampling_from_extra
-
+    def sampling_defaults(self) -> SamplingOptions:
+        """The config's defaults (a `SamplingConfig`), else the class's `default_sampling`."""
         c = self.config
-        defaults = self.default_sampling
         if isinstance(c, SamplingConfig):
-            defaults = SamplingOptions(
+            return SamplingOptions(
                 temperature=c.temperature,
                 max_decode_steps=c.max_decode_steps,
                 top_k=c.top_k,
                 top_p=c.top_p,
             )
-        return sampling_from_extra(extra, defaults)
+        return self.default_sampling
+
+    def sampling(self, extra: Mapping[str, Any]) -> SamplingOptions:
+        """Request options: Saxml `extra` inputs over `sampling_defaults`; INVALID_ARGUMENT
+        names ``extra_inputs.<key>`` for an unknown key, a bad value, or an option this
+        servable does not honour."""
+        return sampling_from_extra(extra, self.sampling_defaults(), self.sampling_fields)
+
+    def options(self, values: Mapping[str, tuple[Any, str]]) -> SamplingOptions:
+        """Request options from named fields (SamplingOptions field -> (value, public name)),
+        as the OpenAI routes give them; errors name the public field."""
+        return apply_options(values, self.sampling_defaults(), self.sampling_fields)
 
     async def generate(self, text: str, options: SamplingOptions) -> list[Sample]:
         raise self._unimplemented("lm.generate")

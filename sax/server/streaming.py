@@ -8,8 +8,8 @@ send in-band.
 
 Chunk semantics (as the engines emit them): a `StreamItem` carries a text delta (the full text is
 ``acc[:prefix_len] + text``) and `score`, the sample's cumulative log-probability so far; a
-final sample takes its last score and its last `num_tokens` (the chunk count when an engine
-does not report one).
+final sample takes its last score, its last `num_tokens` (the chunk count when an engine
+does not report one) and the engine's `finish_reason` from its last item.
 
 `close()` is idempotent and runs from `chunks()`'s ``finally`` and from the response's
 background task, so the admission slot is released and the engine iterator closed (aborting the
@@ -47,6 +47,7 @@ class GenerateStream:
         self._texts = [""] * n
         self._scores = [0.0] * n
         self._tokens = [0] * n
+        self._finish: list[str | None] = [None] * n
 
     async def start(self, receive: Receive | None = None) -> None:
         """Admits and fetches the first chunk; raises SaxError before any byte is sent."""
@@ -96,22 +97,29 @@ class GenerateStream:
                 texts.extend([""] * grow)
                 scores.extend([0.0] * grow)
                 tokens.extend([0] * grow)
+                self._finish.extend([None] * grow)
             texts[i] = texts[i][: item.prefix_len] + item.text
             scores[i] = item.score
             # Engines may merge several tokens into one delta when the reader lags; trust their
             # count when they give one.
             tokens[i] = item.num_tokens or tokens[i] + 1
+            if item.finish_reason is not None:
+                self._finish[i] = item.finish_reason
 
     def samples(self) -> list[Sample]:
+        """The finished samples; `finish_reason` is the engine's, else inferred from the
+        token count for engines that do not report one."""
         limit = self.options.max_decode_steps
         return [
             Sample(
                 text=text,
                 score=score,
                 num_tokens=n,
-                finish_reason="length" if n >= limit else "stop",
+                finish_reason=finish or ("length" if n >= limit else "stop"),
             )
-            for text, score, n in zip(self._texts, self._scores, self._tokens, strict=True)
+            for text, score, n, finish in zip(
+                self._texts, self._scores, self._tokens, self._finish, strict=True
+            )
         ]
 
     async def close(self, ok: bool = False) -> None:
