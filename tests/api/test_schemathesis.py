@@ -15,6 +15,7 @@ from typing import Any
 
 import schemathesis
 from schemathesis import Case
+from schemathesis.checks import not_a_server_error
 
 from sax.models.test import Echo
 from sax.openapi_gen import OPENAPI_DIR
@@ -80,4 +81,10 @@ def aim(case: Case, name: str, methods: frozenset[str]) -> None:
 @MODEL.parametrize()
 def test_model_api_conforms_and_never_fails(case: Case, echo_cell: EchoCell) -> None:
     aim(case, ECHO_NAME, Echo.methods)
-    case.call_and_validate(base_url=echo_cell.model_url, timeout=30)
+    # A readiness probe says 503 while a model loads (Tiny may): documented, and its purpose.
+    probe = case.operation.path == "/readyz"
+    case.call_and_validate(
+        base_url=echo_cell.model_url,
+        timeout=30,
+        excluded_checks=[not_a_server_error] if probe else None,
+    )
