@@ -38,11 +38,13 @@ MAX_BODY_BYTES = 1 << 20  # admin requests; data requests have their own, larger
 class Request(BaseModel):
     # Unknown fields are a 400 naming them; floats must be finite (NaN, Infinity and 1e400 are
     # refused by the field's name, wherever they appear).
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+    # defer_build: validators are built on first use, so importing the module (every saxutil
+    # command, every client) does not pay for all of them.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True, defer_build=True)
 
 
 class Response(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
 
 class ReplicaStatus(enum.StrEnum):

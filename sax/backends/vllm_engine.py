@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import math
 import os
@@ -62,6 +63,9 @@ _PARAM_FIELDS = {
     "input_text": "prompt",
 }
 DEFAULT_CPU_KV_CACHE_GIB = 1.0
+# Prompts at least this long are tokenised off the event loop (~1 ms of tokenizer time).
+THREAD_TOKENIZE_CHARS = 8192
+PROMPT_IDS_CACHED = 256
 # How long an engine start cancelled mid-way may take to finish before its processes are killed.
 START_CANCEL_WAIT_S = 60.0
 
@@ -150,6 +154,9 @@ class _PeakStats:
         self.waiting = 0
         self.peak_running = 0
         self.kv_cache_usage = 0.0
+        # Prompt tokens looked up in the prefix cache, and those found there, since the start.
+        self.prefix_cache_queries = 0
+        self.prefix_cache_hits = 0
 
     def record(
         self,
@@ -164,6 +171,10 @@ class _PeakStats:
         self.waiting = scheduler_stats.num_waiting_reqs
         self.kv_cache_usage = scheduler_stats.kv_cache_usage
         self.peak_running = max(self.peak_running, self.running)
+        prefix = getattr(scheduler_stats, "prefix_cache_stats", None)
+        if prefix is not None:  # this step's lookups
+            self.prefix_cache_queries += prefix.queries
+            self.prefix_cache_hits += prefix.hits
 
     def log_engine_initialized(self) -> None:
         return None
@@ -274,6 +285,9 @@ class VllmEngine:
         self.stats = stats
         self.tokenizer: Any = engine.tokenizer
         self._closed = False
+        # The ids of recent prompts: usage counts after generation and retries of one prompt
+        # read them here instead of tokenising again.
+        self._text_ids = functools.lru_cache(maxsize=PROMPT_IDS_CACHED)(self._tokenize)
 
     @classmethod
     async def start(cls, settings: EngineSettings) -> VllmEngine:
@@ -347,6 +361,12 @@ class VllmEngine:
         return str(self._engine.model_config.dtype).removeprefix("torch.")
 
     @property
+    def kv_block_size(self) -> int:
+        """Tokens per KV-cache block, the prefix cache's unit: a shared prefix is reused in
+        whole blocks (16 on GPU, 128 on CPU by default)."""
+        return int(self._engine.vllm_config.cache_config.block_size)
+
+    @property
     def engine_pids(self) -> list[int]:
         """Process ids of the engine-core processes (gone after `shutdown`)."""
         return [] if self._closed else self.engine_pids_of(self._engine)
@@ -378,12 +398,20 @@ class VllmEngine:
 
     def prompt_ids(self, text: str) -> list[int]:
         """A rendered chat's own ids; plain text tokenised with special-token parsing off
-        (user text is data), framed by the tokenizer's BOS where it adds one."""
+        (user text is data), framed by the tokenizer's BOS where it adds one. Recent prompts'
+        ids are cached, so counting a prompt that just ran costs no second tokenisation."""
         if isinstance(text, ChatPrompt):
             return list(text.token_ids)
-        return text_token_ids(self.tokenizer, text)
+        return list(self._text_ids(str(text)))
 
-    def _prompt(self, text: str) -> dict[str, Any]:
+    def _tokenize(self, text: str) -> tuple[int, ...]:
+        return tuple(text_token_ids(self.tokenizer, text))
+
+    async def _prompt(self, text: str) -> dict[str, Any]:
+        """The engine prompt for `text`; a long one is tokenised on a worker thread (the fast
+        tokenizer releases the GIL), so the event loop keeps streaming other requests."""
+        if len(text) >= THREAD_TOKENIZE_CHARS and not isinstance(text, ChatPrompt):
+            return {"prompt_token_ids": await asyncio.to_thread(self.prompt_ids, text)}
         return {"prompt_token_ids": self.prompt_ids(text)}
 
     async def _run(self, kind: str, prompt: Any, params: Any) -> AsyncGenerator[Any, None]:
@@ -429,7 +457,8 @@ class VllmEngine:
         """All samples of one prompt, once they finish (one engine request with ``n`` samples)."""
         params = sampling_params(options, ignore_eos=ignore_eos, stream=False)
         final = None
-        async with contextlib.aclosing(self._run("gen", self._prompt(prompt), params)) as results:
+        engine_prompt = await self._prompt(prompt)
+        async with contextlib.aclosing(self._run("gen", engine_prompt, params)) as results:
             async for out in results:
                 final = out
         if final is None:
@@ -456,9 +485,8 @@ class VllmEngine:
         params = sampling_params(options, ignore_eos=ignore_eos, stream=True)
         emitted = [0] * options.num_samples
         generated = [0] * options.num_samples
-        async with contextlib.aclosing(
-            self._run("stream", self._prompt(prompt), params)
-        ) as results:
+        engine_prompt = await self._prompt(prompt)
+        async with contextlib.aclosing(self._run("stream", engine_prompt, params)) as results:
             async for out in results:
                 items = []
                 for o in out.outputs:
@@ -544,7 +572,7 @@ class VllmEngine:
 
         final = None
         async with contextlib.aclosing(
-            self._run("embed", self._prompt(text), PoolingParams(task="embed"))
+            self._run("embed", await self._prompt(text), PoolingParams(task="embed"))
         ) as results:
             async for out in results:
                 final = out

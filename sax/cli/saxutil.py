@@ -20,6 +20,7 @@ import random
 import re
 import sys
 import threading
+import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -1087,7 +1088,17 @@ def normalize_argv(argv: Sequence[str]) -> list[str]:
     return head + rest
 
 
+def skip_httpx_cli() -> None:
+    """Keeps httpx's own command line out of the process: its package ``__init__`` imports it
+    (rich, pygments and click, about a third of saxutil's start-up) whenever those are
+    installed, and falls back to a stub when ``httpx._main`` has no ``main``. saxutil never
+    runs httpx's CLI, and it starts once per command, so each command pays less."""
+    if "httpx" not in sys.modules:
+        sys.modules.setdefault("httpx._main", types.ModuleType("httpx._main"))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    skip_httpx_cli()
     args = normalize_argv(sys.argv[1:] if argv is None else argv)
     app(args=args, prog_name="saxutil")
 

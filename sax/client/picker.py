@@ -28,8 +28,9 @@ import time
 from collections.abc import Container, Mapping, Sequence
 
 EJECT_S = 1.0
-# Characters of the prompt that pick its home replica: ~64 tokens, 4 KV-cache blocks of 16. A
-# shared prefix shorter than this saves little prefill; a longer one is routed by its start.
+# Characters of the prompt that pick its home replica (~64 tokens). A shared prefix shorter than
+# this saves little prefill (vLLM reuses whole KV blocks of 16 tokens on GPU, 128 on CPU); a
+# longer one is routed by its start.
 PREFIX_CHARS = 256
 # The home replica takes a request while its in-flight count stays within this multiple of the
 # average (consistent hashing with bounded loads, Mirrokni et al. 2018).

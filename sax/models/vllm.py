@@ -35,13 +35,21 @@ from sax.server.sampling import ALL_FIELDS, SamplingOptions
 from sax.server.servable import LoadSpec, SamplingConfig, Servable, ServableConfig
 
 _GIB = 1 << 30
-_DTYPE_BYTES = {"float32": 4, "auto": 4, "bfloat16": 2, "float16": 2, "half": 2}
+# "auto" resolves to a 16-bit type on every platform vLLM supports (float32 checkpoints are
+# downcast to the device's preferred bfloat16 or float16).
+_DTYPE_BYTES = {"float32": 4, "auto": 2, "bfloat16": 2, "float16": 2, "half": 2}
 
 
 class VllmServableConfig(SamplingConfig):
-    """Overridable settings of a vLLM servable (engine sizing + default sampling)."""
+    """Overridable settings of a vLLM servable (engine sizing + default sampling).
 
-    dtype: str = "float32"
+    ``dtype`` defaults to vLLM's own ``auto``: the checkpoint's dtype, with float32 checkpoints
+    downcast to what the device runs fastest (bfloat16 on x86 and Arm CPUs and on recent GPUs),
+    so a published servable runs what ``vllm serve`` would pick for the same weights. Exact
+    comparisons against a float32 reference ask for ``dtype=float32``.
+    """
+
+    dtype: str = "auto"
     max_model_len: int = 512
     max_num_seqs: int = 256
     kv_cache_gib: float | None = None  # None: $VLLM_CPU_KVCACHE_SPACE (CPU) or GPU fraction
@@ -150,6 +158,15 @@ class VllmServable(Servable):
         engine, self.engine = self.engine, None
         if engine is not None:
             await engine.shutdown()
+
+    def engine_counters(self) -> dict[str, int]:
+        engine = self.engine
+        if engine is None:
+            return {}
+        return {
+            "prefix_cache_queries": engine.stats.prefix_cache_queries,
+            "prefix_cache_hits": engine.stats.prefix_cache_hits,
+        }
 
     def _engine(self, method: str) -> VllmEngine:
         """The engine for `method`: UNIMPLEMENTED if this class does not serve it, UNAVAILABLE

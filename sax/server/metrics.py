@@ -15,6 +15,12 @@ from prometheus_client.registry import Collector
 
 from sax.server.manager import ModelServer
 
+# `Servable.engine_counters` keys exported as ``sax_<key>_total{model}``, with their help text.
+ENGINE_COUNTERS = {
+    "prefix_cache_queries": "prompt tokens looked up in the engine's prefix cache",
+    "prefix_cache_hits": "prompt tokens found in the engine's prefix cache (prefill skipped)",
+}
+
 
 class ServerCollector(Collector):
     def __init__(self, server: ModelServer) -> None:
@@ -42,8 +48,16 @@ class ServerCollector(Collector):
         total = CounterMetricFamily(
             "sax_method_requests", "admitted requests by outcome", labels=[*labels, "outcome"]
         )
+        engine = {
+            name: CounterMetricFamily(f"sax_{name}", text, labels=["model"])
+            for name, text in ENGINE_COUNTERS.items()
+        }
         for model in self.server.models():
             status.add_metric([model.model_id, model.status.value], 1.0)
+            counters = model.servable.engine_counters() if model.servable is not None else {}
+            for name, value in counters.items():
+                if name in engine:
+                    engine[name].add_metric([model.model_id], value)
             for method, gate in model.gates.items():
                 key = [model.model_id, method]
                 snap = gate.stats.snapshot()
@@ -55,7 +69,7 @@ class ServerCollector(Collector):
                 latency.add_metric([*key, "0.99"], snap.latency_p99_s)
                 total.add_metric([*key, "success"], gate.stats.success_total)
                 total.add_metric([*key, "error"], gate.stats.error_total)
-        yield from (status, pending, ok_rate, err_rate, latency, total)
+        yield from (status, pending, ok_rate, err_rate, latency, total, *engine.values())
 
 
 def server_registry(server: ModelServer) -> CollectorRegistry:

@@ -101,6 +101,11 @@ class Servable(abc.ABC):
     async def unload(self) -> None:
         """Stops the engine and frees its memory."""
 
+    def engine_counters(self) -> dict[str, int]:
+        """Cumulative engine counters for ``/metrics`` (`sax.server.metrics.ENGINE_COUNTERS`
+        names them), e.g. prefix-cache token lookups and hits; empty for engines without any."""
+        return {}
+
     def sampling_defaults(self) -> SamplingOptions:
         """The config's defaults (a `SamplingConfig`), else the class's `default_sampling`."""
         c = self.config

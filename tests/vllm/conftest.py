@@ -31,9 +31,10 @@ from sax.server.options import ServerOptions
 from sax.server.servable import LoadSpec
 from tests.helpers import free_port
 
-# Small KV caches: the tests need a few thousand tokens, and CPU memory is shared.
-TINY_OVERRIDES = {"kv_cache_gib": 0.25, "max_model_len": 512}
-MINILM_OVERRIDES = {"kv_cache_gib": 0.125}
+# Small KV caches: the tests need a few thousand tokens, and CPU memory is shared. float32, not
+# the 16-bit default, because tests compare scores and embeddings with float32 references.
+TINY_OVERRIDES = {"kv_cache_gib": 0.25, "max_model_len": 512, "dtype": "float32"}
+MINILM_OVERRIDES = {"kv_cache_gib": 0.125, "dtype": "float32"}
 TINY_ID = "/sax/test/tiny"
 
 

@@ -31,6 +31,7 @@ def reference_scores(prefix: str, suffixes: list[str]) -> list[float]:
 
 
 async def test_score_matches_transformers_reference(tiny: Tiny) -> None:
+    assert tiny.engine is not None and tiny.engine.dtype == "float32"  # the tests' override
     got = await tiny.score(PREFIX, SUFFIXES, {})
     want = reference_scores(PREFIX, SUFFIXES)
     assert got == pytest.approx(want, abs=2e-2, rel=1e-3)

@@ -39,6 +39,13 @@ async def test_chat_answers_with_real_knowledge(smollm2: SmolLM2_135M) -> None:
     assert answer.score < 0
 
 
+async def test_default_dtype_follows_the_device(smollm2: SmolLM2_135M) -> None:
+    """Published without a dtype, the float32 checkpoint runs in bfloat16, as vLLM's `auto`
+    picks on x86 and Arm CPUs; the test servables that compare with float32 ask for it."""
+    assert smollm2.config.dtype == "auto"
+    assert smollm2.engine is not None and smollm2.engine.dtype == "bfloat16"
+
+
 async def test_score_prefers_the_true_continuation(smollm2: SmolLM2_135M) -> None:
     paris, banana = await smollm2.score("The capital of France is", [" Paris", " banana"], {})
     assert paris > banana + 3.0  # nats
