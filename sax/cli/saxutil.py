@@ -21,7 +21,7 @@ import re
 import sys
 import threading
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -681,6 +681,16 @@ def setacl(
         client.set_acl(target, acl, method, sax_root=s.root(), timeout=s.timeout_s)
 
 
+def edit_cell_config(ctx: typer.Context, cell: str, what: str, edit: Callable[[Any], Any]) -> None:
+    """Applies `edit` (CellConfig -> CellConfig) to the cell's config.json with a
+    compare-and-swap; a failure is ``Error: <what>: ...``, exit 1."""
+    from sax.auth.principals import edit_config
+    from sax.store import CellStore
+
+    with failing(what):
+        edit_config(CellStore(settings(ctx).root(), cell_arg(cell)), edit)
+
+
 @app.command("addtoken")
 def addtoken(
     ctx: typer.Context,
@@ -691,8 +701,7 @@ def addtoken(
     ] = None,
 ) -> None:
     """Make a token for a principal (auth turns on with the first); prints it once."""
-    from sax.auth.principals import add_token, edit_config
-    from sax.store import CellStore
+    from sax.auth.principals import add_token
 
     tokens: list[str] = []
 
@@ -701,8 +710,7 @@ def addtoken(
         tokens[:] = [token]
         return updated
 
-    with failing("Failed to add a token"):
-        edit_config(CellStore(settings(ctx).root(), cell_arg(cell)), edit)
+    edit_cell_config(ctx, cell, "Failed to add a token", edit)
     typer.echo(tokens[0])
 
 
@@ -714,13 +722,10 @@ def revoke(
 ) -> None:
     """Revoke every token of a principal; servers stop accepting them within seconds."""
     from sax.auth import principals
-    from sax.store import CellStore
 
-    with failing("Failed to revoke"):
-        principals.edit_config(
-            CellStore(settings(ctx).root(), cell_arg(cell)),
-            lambda config: principals.revoke(config, principal),
-        )
+    edit_cell_config(
+        ctx, cell, "Failed to revoke", lambda config: principals.revoke(config, principal)
+    )
 
 
 @app.command("setgroups")
@@ -732,13 +737,13 @@ def setgroups(
 ) -> None:
     """Set the groups (ACL names) a principal belongs to."""
     from sax.auth import principals
-    from sax.store import CellStore
 
-    with failing("Failed to set groups"):
-        principals.edit_config(
-            CellStore(settings(ctx).root(), cell_arg(cell)),
-            lambda config: principals.set_groups(config, principal, groups.split(",")),
-        )
+    edit_cell_config(
+        ctx,
+        cell,
+        "Failed to set groups",
+        lambda config: principals.set_groups(config, principal, groups.split(",")),
+    )
 
 
 @app.command("principals")
