@@ -123,12 +123,15 @@ def _json(body: bytes | str, status: int = 200) -> Response:
 
 def _gate_for(auth: AuthSource) -> Callable[[Model, str, Request], Gate]:
     """`gate(model, method, request)`: `method`'s gate once the model's ACL for it admits the
-    caller (OpenAI streams are checked with ``lm.generate``'s ACL, like the unstreamed calls).
-    The routers' `AuthSource.current` dependency has refreshed the config snapshot already."""
+    caller. ``lm.generate_stream`` without an ACL of its own is guarded by ``lm.generate``'s
+    (Saxml left it open), and OpenAI streams always are, like the unstreamed calls. The
+    routers' `AuthSource.current` dependency has refreshed the config snapshot already."""
 
     def gate(model: Model, method: str, request: Request) -> Gate:
         acl_method = method
-        if method == "lm.generate_stream" and request.url.path in OPENAI_PATHS:
+        if method == "lm.generate_stream" and (
+            request.url.path in OPENAI_PATHS or not model.spec.acls.get(method)
+        ):
             acl_method = "lm.generate"
         acl = model.spec.acls.get(acl_method, "")
         if acl not in EVERYONE:

@@ -7,13 +7,15 @@ Where ACLs apply (reference: saxml-admin.md section 8):
 | publish, join | the cell's ``admin_acl`` |
 | update, unpublish | the cell's ``admin_acl`` or the model's ``admin_acl`` |
 | a data method (``lm.generate``, ...) | the model's ``acls[method]`` on the model server |
+| ``lm.generate_stream`` with no ACL of its own | ``acls["lm.generate"]`` |
 | list, get, locations, wait, stats, servers | none |
 
 An ACL names a principal or a group. ``""`` and ``acl/all`` admit everyone. With auth on, the
 admin actions always need an authenticated caller (an empty cell ``admin_acl`` then admits any
 principal of the cell), while a data method whose ACL admits everyone needs no token at all.
-Deliberate fix of the original: a model with no admin ACL is changed by cell admins only (Saxml
-let anyone change it). With auth off (no principals in the config) nothing is checked.
+Deliberate fixes of the original: a model with no admin ACL is changed by cell admins only (Saxml
+let anyone change it), and streaming is not left open by an ACL set on ``lm.generate`` only.
+With auth off (no principals in the config) nothing is checked.
 
 Failures: no token, or a token no principal holds, is UNAUTHENTICATED (401); a principal the ACL
 does not admit is PERMISSION_DENIED (403), naming the action and the ACL.

@@ -189,6 +189,10 @@ def test_lm_generate_needs_the_method_acl_from_every_caller(secured: Secured) ->
         assert status_of(partial(model.lm.generate, "hi")) == expected, ("client", kind)
         assert asyncio.run(async_generate(model_id, secured, token)) == expected, ("async", kind)
         assert saxutil(secured, kind, "lm.generate", model_id, "hi")[0] == expected, kind
+    # Streaming is guarded by lm.generate's ACL (it has none of its own).
+    stream_url = f"http://{secured.data_address}/v1/models/{GUARDED}/lm.generate_stream"
+    for kind in KINDS:
+        assert curl(secured, kind, "POST", stream_url, {"text": "hi"}) == EXPECTED[kind], kind
     # The 403 names the method and the ACL; methods without an ACL need no token.
     r = httpx.post(
         url, json={"text": "hi"}, headers={"authorization": f"Bearer {secured.tokens['bob']}"}
