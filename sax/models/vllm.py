@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from sax.backends.vllm_engine import EngineSettings, VllmEngine
+from sax.backends.vllm_engine import prepare_process as prepare_process
 from sax.errors import unavailable
 from sax.models import assets
 from sax.schemas import Sample, StreamItem
@@ -158,6 +159,14 @@ class VllmServable(Servable):
         engine, self.engine = self.engine, None
         if engine is not None:
             await engine.shutdown()
+
+    def engine_pids(self) -> list[int]:
+        engine = self.engine
+        return engine.engine_pids if engine is not None else []
+
+    def health(self) -> str | None:
+        engine = self.engine
+        return engine.dead_reason() if engine is not None else None
 
     def engine_counters(self) -> dict[str, int]:
         engine = self.engine

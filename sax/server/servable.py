@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sax.errors import Code, SaxError, invalid
 from sax.schemas import GradientResponse, Sample, StreamItem
@@ -35,6 +35,10 @@ class ServableConfig(BaseModel):
     """Per-class settings that overrides may change; unknown keys and wrong types are rejected."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    # A load still running after this long is cancelled (what it built is freed) and the model
+    # is FAILED "load timed out after N s"; generous, because a first load may convert weights.
+    load_timeout_s: float = Field(default=900.0, gt=0, allow_inf_nan=False)
 
 
 class SamplingConfig(ServableConfig):
@@ -100,6 +104,16 @@ class Servable(abc.ABC):
     @abc.abstractmethod
     async def unload(self) -> None:
         """Stops the engine and frees its memory."""
+
+    def engine_pids(self) -> list[int]:
+        """Process ids of the engine's own processes (none for in-process engines)."""
+        return []
+
+    def health(self) -> str | None:
+        """Why the loaded engine can no longer serve (its process exited, its thread ended), or
+        None while it is healthy. The model server polls it about twice a second and moves a
+        model whose engine died to FAILED with this reason."""
+        return None
 
     def engine_counters(self) -> dict[str, int]:
         """Cumulative engine counters for ``/metrics`` (`sax.server.metrics.ENGINE_COUNTERS`
