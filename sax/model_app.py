@@ -409,7 +409,8 @@ def _status_router(server: ModelServer) -> APIRouter:
                 address=server.address,
                 admin_address=server.admin_address,
                 admin_id=server.admin_id,
-                models=server.reports(),
+                # The uuid is what a join proves an assignment with: never shown here.
+                models=[m.model_copy(update={"uuid": ""}) for m in server.reports()],
                 engine_pids=server.engine_pids(),
                 backend_errors=server.backend_errors,
                 draining=server.draining,

@@ -704,13 +704,20 @@ def addtoken(
     from sax.auth.principals import add_token
 
     tokens: list[str] = []
+    was_off: list[bool] = []
 
     def edit(config: Any) -> Any:
         updated, token = add_token(config, principal, groups.split(",") if groups else None)
-        tokens[:] = [token]
+        tokens[:], was_off[:] = [token], [not config.principals]
         return updated
 
     edit_cell_config(ctx, cell, "Failed to add a token", edit)
+    if was_off[0]:
+        typer.echo(
+            f"Auth is now on for {cell}: model servers need tokens of their own to join "
+            "(saxutil addtoken, then SAX_TOKEN for sax model-server).",
+            err=True,
+        )
     typer.echo(tokens[0])
 
 

@@ -76,7 +76,7 @@ async def test_generate_score_embed_status_and_errors() -> None:
         status = ServerStatus.model_validate_json((await c.get("/v1/status")).content)
         assert status.address == server.address
         (model,) = status.models
-        assert model.status == "LOADED"
+        assert model.status == "LOADED" and model.uuid == ""  # never shown to callers
         stats = model.method_stats["lm.generate"]
         assert stats.successes_per_second == 1 / 60 and stats.pending == 0
         assert model.method_stats["lm.score"].successes_per_second == 1 / 60
