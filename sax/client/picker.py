@@ -9,7 +9,8 @@ so vLLM's prefix cache there already holds the shared system prompt or conversat
 skips it. The key's home replica comes from rendezvous (highest-random-weight) hashing, a form of
 consistent hashing: adding or removing a replica moves only the keys whose home it was. The home
 is bounded-load: if it already has more than `LOAD_FACTOR` times the average in flight, the
-request falls back to power of two choices, so a hot prefix cannot overload one replica. Routers
+request falls back to power of two choices, so a hot prefix cannot overload one replica. A
+prompt shorter than `PREFIX_CHARS` has no key and is placed by load alone. Routers
 in front of a fleet do this centrally; here every client decides alone, from its own counts,
 with no extra hop and no shared state.
 
@@ -37,9 +38,10 @@ PREFIX_CHARS = 256
 LOAD_FACTOR = 1.25
 
 
-def prefix_key(text: str, chars: int = PREFIX_CHARS) -> str:
-    """The part of a prompt that routes it: its first `chars` characters."""
-    return text[:chars]
+def prefix_key(text: str, chars: int = PREFIX_CHARS) -> str | None:
+    """The part of a prompt that routes it: its first `chars` characters; None for a shorter
+    prompt, whose cached prefix would save too little to outweigh balancing by load."""
+    return text[:chars] if len(text) >= chars else None
 
 
 def _weight(key: str, address: str) -> int:
