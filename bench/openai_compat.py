@@ -8,7 +8,7 @@ each variant the harness compares what a client sees:
 - the status class (2xx / 4xx / 5xx) and, for errors, ``error.param`` (vLLM prefixes pydantic
   locations with ``body.``; that prefix is dropped before comparing);
 - the response shape (object type and choice indices), ``finish_reason`` per choice, usage,
-  and the text when the variant is greedy.
+  token log-probs (to 1e-3) when asked for, and the text when the variant is greedy.
 
 A variant that differs on purpose is listed in `DIFFERENCES` with the reason; the run reports
 every variant that differs otherwise. Usage:
@@ -193,6 +193,10 @@ def variants() -> list[Variant]:
         # ---- fields sax refuses by name where vLLM honours them
         Variant("logprobs", C, {**cp, "logprobs": 2}),
         Variant("chat logprobs", CH, {**ch, "logprobs": True, "top_logprobs": 2}),
+        Variant("completion echo logprobs", C, {**cp, "echo": True, "logprobs": 1}),
+        Variant("completion stream logprobs", C, {**cp, "stream": True, "logprobs": 3}),
+        Variant("top_logprobs without logprobs", CH, {**ch, "top_logprobs": 2}),
+        Variant("logprobs 21", C, {**cp, "logprobs": 21}),
         Variant("suffix", C, {**cp, "suffix": "x"}),
         Variant("prompt token ids", C, {**cp, "prompt": [1, 2, 3]}),
         Variant(
@@ -227,9 +231,7 @@ DIFFERENCES: dict[str, str] = {
     "max_completion_tokens 0": "sax names the field the caller sent; vLLM names max_tokens",
     "max_completion_tokens 0 stream": "as above",
     "embeddings on a generator": "sax answers 400 naming model and what it serves; vLLM 404",
-    "logprobs": "log-probabilities are not returned yet: 400 naming logprobs, never an answer "
-    "silently without them",
-    "chat logprobs": "as logprobs",
+    "completion echo logprobs": "prompt log-probs are not served: 400 naming echo",
     "prompt token ids": "sax takes text prompts only: 400 naming prompt",
     "response_format json_object": "structured output is not served: 400 naming response_format",
     "unknown field": "sax refuses unknown fields by name (as OpenAI does); vLLM ignores them",
@@ -259,6 +261,7 @@ class Outcome:
     finish: list[str | None] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     usage: tuple[int, int] | None = None
+    logprobs: list[list[float]] = field(default_factory=list)  # per choice, per token
     error: str = ""
 
     @property
@@ -271,6 +274,13 @@ def _param(error: dict[str, Any]) -> str | None:
     if isinstance(param, str) and param.startswith("body."):
         param = param[len("body.") :]
     return param if isinstance(param, str) else None
+
+
+def _choice_logprobs(choice: dict[str, Any]) -> list[float]:
+    lp = choice.get("logprobs") or {}
+    if "token_logprobs" in lp:
+        return [float(x) for x in lp["token_logprobs"] if x is not None]
+    return [float(c["logprob"]) for c in lp.get("content") or []]
 
 
 def _choice_text(choice: dict[str, Any]) -> str:
@@ -303,8 +313,10 @@ async def send(http: httpx.AsyncClient, v: Variant) -> Outcome:
             finish=[c.get("finish_reason") for c in choices],
             texts=[_choice_text(c) for c in choices],
             usage=(usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)),
+            logprobs=[_choice_logprobs(c) for c in choices],
         )
     texts: dict[int, str] = {}
+    logprobs: dict[int, list[float]] = {}
     finish: dict[int, str | None] = {}
     usage_t: tuple[int, int] | None = None
     obj = None
@@ -331,6 +343,7 @@ async def send(http: httpx.AsyncClient, v: Variant) -> Outcome:
             for c in chunk.get("choices", []):
                 i = c.get("index", 0)
                 texts[i] = texts.get(i, "") + _choice_text(c)
+                logprobs[i] = logprobs.get(i, []) + _choice_logprobs(c)
                 finish[i] = c.get("finish_reason") or finish.get(i)
     order = sorted(texts)
     return Outcome(
@@ -340,6 +353,7 @@ async def send(http: httpx.AsyncClient, v: Variant) -> Outcome:
         finish=[finish.get(i) for i in order],
         texts=[texts[i] for i in order],
         usage=usage_t,
+        logprobs=[logprobs[i] for i in order],
     )
 
 
@@ -360,6 +374,12 @@ def compare(v: Variant, sax: Outcome, vllm: Outcome) -> list[str]:
         diffs.append(f"usage {sax.usage} vs {vllm.usage}")
     if v.greedy and sax.texts != vllm.texts:
         diffs.append("text")
+    close = len(sax.logprobs) == len(vllm.logprobs) and all(
+        len(a) == len(b) and all(abs(x - y) <= 1e-3 for x, y in zip(a, b, strict=True))
+        for a, b in zip(sax.logprobs, vllm.logprobs, strict=True)
+    )
+    if not close:
+        diffs.append("logprobs")
     return diffs
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 from sax.errors import SaxError, invalid
 
-
 # Location segments pydantic adds for union branches and validators, not fields a caller wrote.
 _TYPE_SEGMENTS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "literal"})
 

@@ -297,11 +297,30 @@ class GenerateRequest(Request):
     timeout_s: float | None = Field(None, gt=0, description="per-request deadline -> 504")
 
 
+class TopLogprob(Response):
+    token: str
+    token_id: int
+    logprob: float
+
+
+class TokenLogprob(Response):
+    """One generated token: its log-probability (natural log, >= -9999) and, most likely
+    first, the top alternatives the request asked for."""
+
+    token: str
+    token_id: int
+    logprob: float
+    top: list[TopLogprob] = Field(default_factory=list)
+
+
 class Sample(Response):
     text: str
     score: float = Field(description="cumulative log-probability of the generated tokens")
     num_tokens: int = 0
     finish_reason: str = "stop"
+    logprobs: list[TokenLogprob] | None = Field(
+        default=None, description="per generated token, when the request asked for them"
+    )
 
 
 class GenerateResponse(Response):
@@ -320,6 +339,9 @@ class StreamItem(Response):
     )
     finish_reason: str | None = Field(
         default=None, description="set on the sample's last item: the engine's stop, length..."
+    )
+    logprobs: list[TokenLogprob] | None = Field(
+        default=None, description="this step's tokens, when the request asked for log-probs"
     )
 
 

@@ -36,7 +36,7 @@ from functools import partial
 from typing import Any
 
 from sax.errors import Code, SaxError, invalid, unavailable
-from sax.schemas import Sample, StreamItem
+from sax.schemas import Sample, StreamItem, TokenLogprob, TopLogprob
 from sax.server.batch import run_all
 from sax.server.prompts import ChatPrompt, text_token_ids
 from sax.server.sampling import SamplingOptions
@@ -267,7 +267,8 @@ def _sampling_params(options: SamplingOptions, *, ignore_eos: bool, stream: bool
         frequency_penalty=options.frequency_penalty,
         repetition_penalty=options.repetition_penalty,
         logit_bias=dict(options.logit_bias) or None,
-        logprobs=0,  # makes vLLM track cumulative_logprob of the sampled tokens
+        # 0 still makes vLLM track cumulative_logprob of the sampled tokens.
+        logprobs=options.logprobs if options.logprobs is not None else 0,
         ignore_eos=ignore_eos or options.ignore_eos,
         skip_special_tokens=options.skip_special_tokens,
         output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
@@ -470,6 +471,7 @@ class VllmEngine:
                 score=_finite(o.cumulative_logprob),
                 num_tokens=len(o.token_ids),
                 finish_reason=o.finish_reason or "stop",
+                logprobs=self._token_logprobs(o, options.logprobs),
             )
             for o in outputs
         ]
@@ -500,6 +502,7 @@ class VllmEngine:
                             prefix_len=emitted[o.index],
                             score=_finite(o.cumulative_logprob),
                             num_tokens=generated[o.index],
+                            logprobs=self._token_logprobs(o, options.logprobs),
                         )
                     )
                     if o.finish_reason is not None:
@@ -507,6 +510,34 @@ class VllmEngine:
                     emitted[o.index] += len(o.text)
                 if items:
                     yield items
+
+    def _token_logprobs(self, output: Any, top: int | None) -> list[TokenLogprob] | None:
+        """The output's tokens with their log-probs and top-`top` alternatives (by rank), or
+        None when the request did not ask for them."""
+        if top is None:
+            return None
+        tokens = []
+        for token_id, step in zip(output.token_ids, output.logprobs or [], strict=False):
+            ranked = sorted(step.items(), key=lambda kv: kv[1].rank or 0)[:top]
+            chosen = step.get(token_id)
+            tokens.append(
+                TokenLogprob(
+                    token=self._token_text(token_id, chosen),
+                    token_id=token_id,
+                    logprob=_logprob(chosen.logprob if chosen is not None else None),
+                    top=[
+                        TopLogprob(
+                            token=self._token_text(t, lp), token_id=t, logprob=_logprob(lp.logprob)
+                        )
+                        for t, lp in ranked
+                    ],
+                )
+            )
+        return tokens
+
+    def _token_text(self, token_id: int, logprob: Any) -> str:
+        text = getattr(logprob, "decoded_token", None)
+        return text if text is not None else str(self.tokenizer.decode([token_id]))
 
     # ------------------------------------------------------------ scoring
 
@@ -670,6 +701,11 @@ def _stop(engine: Any, procs: list[Any]) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
     psutil.wait_procs(alive, timeout=5)
+
+
+def _logprob(value: float | None) -> float:
+    """A token's log-prob as OpenAI servers report it: -inf (and unknown) clamp to -9999."""
+    return -9999.0 if value is None else max(value, -9999.0)
 
 
 def _finite(value: float | None) -> float:

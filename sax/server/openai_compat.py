@@ -3,7 +3,7 @@
 Kept apart from `sax.schemas` because these shapes are OpenAI's, not ours. Requests follow
 vLLM's OpenAI server: the fields it honours map onto `SamplingOptions` with OpenAI's and vLLM's
 ranges (finite floats only; ``null`` means omitted), and the servable refuses by name any it
-does not implement. Fields sax does not serve (``logprobs``, ``tools``, structured output...)
+does not implement. Fields sax does not serve (``tools``, structured output, ``suffix``...)
 are a 400 naming them, as are unknown fields; only ``user``, ``metadata`` and ``store``, which
 do not change the answer, are accepted and ignored. Errors use OpenAI's shape with ``param``
 set to the public field.
@@ -20,8 +20,8 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sax.errors import SaxError, invalid
-from sax.schemas import Sample, StreamItem
-from sax.server.sampling import MAX_SAMPLES
+from sax.schemas import Sample, StreamItem, TokenLogprob
+from sax.server.sampling import MAX_LOGPROBS, MAX_SAMPLES
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
@@ -143,17 +143,25 @@ class CompletionRequest(SamplingRequest):
     prompt: str | list[str] = Field(description="one prompt or a batch; token-id prompts: 400")
     max_tokens: int | None = Field(16, ge=1, description="null = the default, 16")
     echo: bool | None = Field(False, description="prepend the prompt to each choice's text")
-    logprobs: int | None = Field(None, ge=0, description="not supported: 400 if set")
+    logprobs: int | None = Field(
+        None, ge=0, le=MAX_LOGPROBS, description="log-probs of each token and its top alternatives"
+    )
     suffix: str | None = Field(None, description="not supported: 400 if set")
     best_of: int | None = Field(None, ge=1, description="only 1 or n")
 
     def max_new_tokens(self) -> tuple[int | None, str]:
         return (16 if self.max_tokens is None else self.max_tokens), "max_tokens"
 
+    def sampling_values(self) -> dict[str, tuple[Any, str]]:
+        given = super().sampling_values()
+        if self.logprobs is not None:
+            given["logprobs"] = (self.logprobs, "logprobs")
+        return given
+
     def refuse_unsupported(self) -> None:
         super().refuse_unsupported()
-        if self.logprobs is not None:
-            raise _unsupported("logprobs")
+        if self.echo and self.logprobs is not None:
+            raise _unsupported("echo", "echo with logprobs (prompt log-probs) is not supported")
         if self.suffix is not None:
             raise _unsupported("suffix")
         if self.best_of is not None and self.best_of != (self.n or 1):
@@ -197,8 +205,8 @@ class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1, description="deprecated alias")
     max_completion_tokens: int | None = Field(None, ge=1)
-    logprobs: bool | None = Field(False, description="not supported: 400 if true")
-    top_logprobs: int | None = Field(None, ge=0, le=20, description="not supported: 400 if > 0")
+    logprobs: bool | None = Field(False, description="log-probs of each generated token")
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS, description="needs logprobs")
     tools: list[dict[str, Any]] | None = Field(None, description="not supported: 400 if given")
     tool_choice: str | dict[str, Any] | None = Field(None, description="only 'none'")
     parallel_tool_calls: bool | None = Field(None, description="accepted; no tools are served")
@@ -214,14 +222,18 @@ class ChatCompletionRequest(SamplingRequest):
 
     def refuse_unsupported(self) -> None:
         super().refuse_unsupported()
-        if self.logprobs:
-            raise _unsupported("logprobs")
-        if self.top_logprobs:
-            raise _unsupported("top_logprobs")
+        if self.top_logprobs and not self.logprobs:
+            raise invalid("top_logprobs requires logprobs=true", "top_logprobs")
         if self.tools:
             raise _unsupported("tools", "tools are not supported by this server")
         if self.tool_choice not in (None, "none"):
             raise _unsupported("tool_choice", "tool_choice other than 'none' is not supported")
+
+    def sampling_values(self) -> dict[str, tuple[Any, str]]:
+        given = super().sampling_values()
+        if self.logprobs:
+            given["logprobs"] = (self.top_logprobs or 0, "logprobs")
+        return given
 
     def message_dicts(self) -> list[dict[str, str]]:
         return [{"role": m.role, "content": m.text(i)} for i, m in enumerate(self.messages)]
@@ -249,10 +261,31 @@ class Usage(_Out):
     total_tokens: int = 0
 
 
+class CompletionLogprobs(_Out):
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
+class ChatTopLogprob(_Out):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class ChatTokenLogprob(ChatTopLogprob):
+    top_logprobs: list[ChatTopLogprob] = Field(default_factory=list)
+
+
+class ChatLogprobs(_Out):
+    content: list[ChatTokenLogprob] | None = None
+
+
 class CompletionChoice(_Out):
     index: int
     text: str
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
     finish_reason: str | None = None
 
 
@@ -273,7 +306,7 @@ class AssistantMessage(_Out):
 class ChatChoice(_Out):
     index: int
     message: AssistantMessage
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: str | None = None
 
 
@@ -294,7 +327,7 @@ class Delta(_Out):
 class ChatChunkChoice(_Out):
     index: int
     delta: Delta
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: str | None = None
 
 
@@ -373,6 +406,45 @@ def usage(prompt_tokens: int, samples: list[Sample]) -> Usage:
     )
 
 
+def completion_logprobs(
+    tokens: list[TokenLogprob] | None, offset: int = 0
+) -> CompletionLogprobs | None:
+    """Completions' log-probs: per token its text, log-prob, the top alternatives with the
+    token itself (as vLLM and OpenAI list them), and its character offset from `offset`."""
+    if tokens is None:
+        return None
+    offsets = []
+    for t in tokens:
+        offsets.append(offset)
+        offset += len(t.token)
+    return CompletionLogprobs(
+        tokens=[t.token for t in tokens],
+        token_logprobs=[t.logprob for t in tokens],
+        top_logprobs=[{**{a.token: a.logprob for a in t.top}, t.token: t.logprob} for t in tokens],
+        text_offset=offsets,
+    )
+
+
+def chat_logprobs(tokens: list[TokenLogprob] | None) -> ChatLogprobs | None:
+    """Chat log-probs: per token its text, UTF-8 bytes, log-prob and top alternatives."""
+    if tokens is None:
+        return None
+    return ChatLogprobs(
+        content=[
+            ChatTokenLogprob(
+                token=t.token,
+                logprob=t.logprob,
+                bytes=list(t.token.encode()),
+                top_logprobs=[
+                    ChatTopLogprob(token=a.token, logprob=a.logprob, bytes=list(a.token.encode()))
+                    for a in t.top
+                ],
+            )
+            for t in tokens
+        ]
+    )
+
+
 def completion_response(
     model: str, per_prompt: list[list[Sample]], prompt_tokens: int
 ) -> CompletionResponse:
@@ -382,7 +454,12 @@ def completion_response(
     for samples in per_prompt:
         for s in samples:
             choices.append(
-                CompletionChoice(index=len(choices), text=s.text, finish_reason=s.finish_reason)
+                CompletionChoice(
+                    index=len(choices),
+                    text=s.text,
+                    logprobs=completion_logprobs(s.logprobs),
+                    finish_reason=s.finish_reason,
+                )
             )
             flat.append(s)
     return CompletionResponse(
@@ -401,7 +478,10 @@ def chat_response(model: str, samples: list[Sample], prompt_tokens: int) -> Chat
         model=model,
         choices=[
             ChatChoice(
-                index=i, message=AssistantMessage(content=s.text), finish_reason=s.finish_reason
+                index=i,
+                message=AssistantMessage(content=s.text),
+                logprobs=chat_logprobs(s.logprobs),
+                finish_reason=s.finish_reason,
             )
             for i, s in enumerate(samples)
         ],
@@ -425,6 +505,7 @@ class ChunkWriter:
         self.id = new_id("chatcmpl" if chat else "cmpl")
         self.created = int(time.time())
         self.model = model
+        self._offsets: dict[int, int] = {}  # completions: characters sent per choice
 
     def _chat(self, choices: list[ChatChunkChoice], usage: Usage | None = None) -> bytes:
         return sse(
@@ -458,9 +539,25 @@ class ChunkWriter:
     def items(self, items: list[StreamItem]) -> bytes:
         if self.chat:
             return self._chat(
-                [ChatChunkChoice(index=it.index, delta=Delta(content=it.text)) for it in items]
+                [
+                    ChatChunkChoice(
+                        index=it.index,
+                        delta=Delta(content=it.text),
+                        logprobs=chat_logprobs(it.logprobs),
+                    )
+                    for it in items
+                ]
             )
-        return self._text([CompletionChoice(index=it.index, text=it.text) for it in items])
+        choices = []
+        for it in items:
+            offset = self._offsets.get(it.index, 0)
+            choices.append(
+                CompletionChoice(
+                    index=it.index, text=it.text, logprobs=completion_logprobs(it.logprobs, offset)
+                )
+            )
+            self._offsets[it.index] = offset + len(it.text)
+        return self._text(choices)
 
     def finish(self, samples: list[Sample]) -> bytes:
         if self.chat:

@@ -22,6 +22,7 @@ from sax.errors import invalid
 MAX_DECODE_STEPS = 4096
 MAX_SAMPLES = 16
 MAX_LOGIT_BIAS = 100.0
+MAX_LOGPROBS = 20
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class SamplingOptions:
     logit_bias: tuple[tuple[int, float], ...] = field(default_factory=tuple)
     ignore_eos: bool = False
     skip_special_tokens: bool = True
+    logprobs: int | None = None  # per generated token: None = none, k = with the top k
 
 
 # The options every servable honours (the original Saxml set).
@@ -120,6 +122,12 @@ def _logit_bias(value: Any, param: str) -> tuple[tuple[int, float], ...]:
     return tuple(sorted(out))
 
 
+def _top_count(value: Any, param: str) -> int | None:
+    if value is None:
+        return None
+    return int(_ranged(0, MAX_LOGPROBS, integer=True)(value, param))
+
+
 def _flag(value: Any, param: str) -> bool:
     if not isinstance(value, bool):
         raise invalid(f"{param} must be true or false, got {value!r}", param)
@@ -144,6 +152,7 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "logit_bias": _logit_bias,
     "ignore_eos": _flag,
     "skip_special_tokens": _flag,
+    "logprobs": _top_count,
 }
 
 # Saxml extra-input key -> SamplingOptions field (Saxml's names and their short aliases).

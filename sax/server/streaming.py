@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from sax.schemas import Sample, StreamItem
+from sax.schemas import Sample, StreamItem, TokenLogprob
 from sax.server.admission import Gate, Receive, cancelled_on_disconnect
 from sax.server.sampling import SamplingOptions
 from sax.server.servable import Servable
@@ -48,6 +48,7 @@ class GenerateStream:
         self._scores = [0.0] * n
         self._tokens = [0] * n
         self._finish: list[str | None] = [None] * n
+        self._logprobs: list[list[TokenLogprob] | None] = [None] * n
 
     async def start(self, receive: Receive | None = None) -> None:
         """Admits and fetches the first chunk; raises SaxError before any byte is sent."""
@@ -98,6 +99,7 @@ class GenerateStream:
                 scores.extend([0.0] * grow)
                 tokens.extend([0] * grow)
                 self._finish.extend([None] * grow)
+                self._logprobs.extend([None] * grow)
             texts[i] = texts[i][: item.prefix_len] + item.text
             scores[i] = item.score
             # Engines may merge several tokens into one delta when the reader lags; trust their
@@ -105,6 +107,8 @@ class GenerateStream:
             tokens[i] = item.num_tokens or tokens[i] + 1
             if item.finish_reason is not None:
                 self._finish[i] = item.finish_reason
+            if item.logprobs is not None:
+                self._logprobs[i] = (self._logprobs[i] or []) + item.logprobs
 
     def samples(self) -> list[Sample]:
         """The finished samples; `finish_reason` is the engine's, else inferred from the
@@ -116,9 +120,10 @@ class GenerateStream:
                 score=score,
                 num_tokens=n,
                 finish_reason=finish or ("length" if n >= limit else "stop"),
+                logprobs=logprobs,
             )
-            for text, score, n, finish in zip(
-                self._texts, self._scores, self._tokens, self._finish, strict=True
+            for text, score, n, finish, logprobs in zip(
+                self._texts, self._scores, self._tokens, self._finish, self._logprobs, strict=True
             )
         ]
 

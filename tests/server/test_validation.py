@@ -147,7 +147,10 @@ async def test_null_means_omitted(url: str) -> None:
 @pytest.mark.parametrize(
     ("path", "extra", "param"),
     [
+        # Echo has no log-probs to give: refused, where vLLM servables honour them.
         (COMPLETIONS, {"logprobs": 2}, "logprobs"),
+        (COMPLETIONS, {"logprobs": 21}, "logprobs"),
+        (COMPLETIONS, {"echo": True, "logprobs": 1}, "echo"),
         (COMPLETIONS, {"suffix": "x"}, "suffix"),
         (COMPLETIONS, {"best_of": 3}, "best_of"),
         (COMPLETIONS, {"prompt": [1, 2, 3]}, "prompt"),

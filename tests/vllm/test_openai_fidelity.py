@@ -182,3 +182,47 @@ async def test_sampling_fields_vllm_honours_change_the_answer(
     assert seeded[0]["text"] == seeded[1]["text"]
     echoed = await completion(echo=True)
     assert echoed["text"] == PROMPT + greedy["text"]
+
+
+async def test_logprobs_are_the_engines_streamed_or_not(model_server: Served, tiny: Tiny) -> None:
+    [direct] = await tiny.generate(PROMPT, tiny.sampling({"per_example_max_decode_steps": 8}))
+    body = {**GREEDY, "prompt": PROMPT, "max_tokens": 8, "logprobs": 2}
+    async with httpx.AsyncClient(base_url=model_server.url, timeout=60) as http:
+        plain = (await http.post("/v1/completions", json=body)).json()
+        streamed: list[dict[str, Any]] = []
+        async with http.stream("POST", "/v1/completions", json={**body, "stream": True}) as r:
+            async for line in r.aiter_lines():
+                if line.startswith("data: {"):
+                    for choice in json.loads(line[6:])["choices"]:
+                        if choice.get("logprobs"):
+                            streamed.append(choice["logprobs"])
+        chat = await http.post(
+            "/v1/chat/completions",
+            json={
+                **GREEDY,
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 6,
+                "logprobs": True,
+                "top_logprobs": 3,
+            },
+        )
+    lp = plain["choices"][0]["logprobs"]
+    assert len(lp["tokens"]) == plain["usage"]["completion_tokens"] == direct.num_tokens
+    # Greedy: each chosen token is the most likely one, and the log-probs add up to the
+    # engine's cumulative score for the same answer.
+    for token, top in zip(lp["tokens"], lp["top_logprobs"], strict=True):
+        assert len(top) <= 3 and top[token] == max(top.values())
+    assert sum(lp["token_logprobs"]) == pytest.approx(direct.score, abs=1e-3)
+    assert lp["text_offset"][0] == 0
+    assert [t for s in streamed for t in s["tokens"]] == lp["tokens"]
+    assert [x for s in streamed for x in s["token_logprobs"]] == pytest.approx(
+        lp["token_logprobs"], abs=1e-4
+    )
+    # Offsets count characters sent before each token (a byte-fallback token decodes to
+    # "\ufffd" alone but adds nothing to the text until its character completes).
+    offsets = [o for s in streamed for o in s["text_offset"]]
+    assert offsets[0] == 0 and offsets == sorted(offsets)
+    content = chat.json()["choices"][0]["logprobs"]["content"]
+    assert len(content) == chat.json()["usage"]["completion_tokens"]
+    assert all(len(c["top_logprobs"]) == 3 and c["logprob"] <= 0 for c in content)
+    assert all(c["top_logprobs"][0]["token"] == c["token"] for c in content)
