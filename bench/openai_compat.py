@@ -194,6 +194,22 @@ def variants() -> list[Variant]:
         Variant("logprobs", C, {**cp, "logprobs": 2}),
         Variant("chat logprobs", CH, {**ch, "logprobs": True, "top_logprobs": 2}),
         Variant("completion echo logprobs", C, {**cp, "echo": True, "logprobs": 1}),
+        Variant(
+            "chat json_schema enum",
+            CH,
+            {
+                **ch,
+                "max_tokens": 40,
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": "a",
+                        "schema": {"type": "string", "enum": ["yes", "no"]},
+                    },
+                },
+            },
+        ),
+        Variant("completion json_object", C, {**cp, "response_format": {"type": "json_object"}}),
         Variant("completion stream logprobs", C, {**cp, "stream": True, "logprobs": 3}),
         Variant("top_logprobs without logprobs", CH, {**ch, "top_logprobs": 2}),
         Variant("logprobs 21", C, {**cp, "logprobs": 21}),
@@ -233,7 +249,6 @@ DIFFERENCES: dict[str, str] = {
     "embeddings on a generator": "sax answers 400 naming model and what it serves; vLLM 404",
     "completion echo logprobs": "prompt log-probs are not served: 400 naming echo",
     "prompt token ids": "sax takes text prompts only: 400 naming prompt",
-    "response_format json_object": "structured output is not served: 400 naming response_format",
     "unknown field": "sax refuses unknown fields by name (as OpenAI does); vLLM ignores them",
 }
 

@@ -61,6 +61,8 @@ _PARAM_FIELDS = {
     "prompt": "prompt",
     "input_tokens": "prompt",
     "input_text": "prompt",
+    "structured_outputs": "json_schema",
+    "json": "json_schema",
 }
 DEFAULT_CPU_KV_CACHE_GIB = 1.0
 # Prompts at least this long are tokenised off the event loop (~1 ms of tokenizer time).
@@ -271,6 +273,7 @@ def _sampling_params(options: SamplingOptions, *, ignore_eos: bool, stream: bool
         logprobs=options.logprobs if options.logprobs is not None else 0,
         ignore_eos=ignore_eos or options.ignore_eos,
         skip_special_tokens=options.skip_special_tokens,
+        structured_outputs=_structured(options),
         output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
     )
 
@@ -701,6 +704,17 @@ def _stop(engine: Any, procs: list[Any]) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
     psutil.wait_procs(alive, timeout=5)
+
+
+def _structured(options: SamplingOptions) -> Any:
+    """vLLM's structured-output constraint (guided decoding) for the options, or None."""
+    if options.json_schema is None and not options.json_object:
+        return None
+    from vllm.sampling_params import StructuredOutputsParams
+
+    if options.json_schema is not None:
+        return StructuredOutputsParams(json=options.json_schema)
+    return StructuredOutputsParams(json_object=True)
 
 
 def _logprob(value: float | None) -> float:

@@ -3,7 +3,7 @@
 Kept apart from `sax.schemas` because these shapes are OpenAI's, not ours. Requests follow
 vLLM's OpenAI server: the fields it honours map onto `SamplingOptions` with OpenAI's and vLLM's
 ranges (finite floats only; ``null`` means omitted), and the servable refuses by name any it
-does not implement. Fields sax does not serve (``tools``, structured output, ``suffix``...)
+does not implement. Fields sax does not serve (``tools``, ``suffix``...)
 are a 400 naming them, as are unknown fields; only ``user``, ``metadata`` and ``store``, which
 do not change the answer, are accepted and ignored. Errors use OpenAI's shape with ``param``
 set to the public field.
@@ -40,9 +40,20 @@ class StreamOptions(_In):
     continuous_usage_stats: bool | None = Field(False, description="not supported: 400 if true")
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str | None = None
+    json_schema: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
 class ResponseFormat(_In):
+    """``text``; ``json_object`` (any JSON object); ``json_schema`` (JSON matching
+    ``json_schema.schema``): structured output through the engine's guided decoding."""
+
     type: Literal["text", "json_object", "json_schema"]
-    json_schema: dict[str, Any] | None = None
+    json_schema: JsonSchemaFormat | None = None
 
 
 class SamplingRequest(_In):
@@ -70,7 +81,7 @@ class SamplingRequest(_In):
     skip_special_tokens: bool | None = Field(None, description="vLLM extension")
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    response_format: ResponseFormat | None = Field(None, description="only type text")
+    response_format: ResponseFormat | None = Field(None, description="structured output")
     user: str | None = Field(None, description="accepted and ignored")
 
     def max_new_tokens(self) -> tuple[int | None, str]:
@@ -87,12 +98,18 @@ class SamplingRequest(_In):
         limit, public = self.max_new_tokens()
         if limit is not None:
             given["max_decode_steps"] = (limit, public)
+        fmt = self.response_format
+        if fmt is not None and fmt.type == "json_object":
+            given["json_object"] = (True, "response_format")
+        elif fmt is not None and fmt.type == "json_schema" and fmt.json_schema is not None:
+            given["json_schema"] = (fmt.json_schema.json_schema, "response_format.json_schema")
         return given
 
     def param_names(self) -> dict[str, str]:
         """SamplingOptions field (and ``prompt``) -> the public field an engine error names."""
         names = {option: public for public, option in _SAMPLING_FIELDS.items()}
         names["max_decode_steps"] = self.max_new_tokens()[1]
+        names["json_schema"] = "response_format.json_schema"
         names["prompt"] = self.prompt_field
         return names
 
@@ -104,12 +121,13 @@ class SamplingRequest(_In):
             raise _unsupported("stream_options.continuous_usage_stats")
         if self.stream_options is not None and not self.stream:
             raise invalid("stream_options is only allowed with stream=true", "stream_options")
-        if self.response_format is not None and self.response_format.type != "text":
-            raise _unsupported(
-                "response_format",
-                f"response_format {self.response_format.type!r} is not supported "
-                "(structured output is not available on this server)",
-            )
+        fmt = self.response_format
+        if fmt is not None and fmt.type == "json_schema":
+            if fmt.json_schema is None or fmt.json_schema.json_schema is None:
+                raise invalid(
+                    "response_format of type json_schema needs json_schema.schema",
+                    "response_format.json_schema",
+                )
 
     def include_usage(self) -> bool:
         return self.stream_options is not None and bool(self.stream_options.include_usage)

@@ -12,6 +12,7 @@ set away from its default is refused by name rather than silently dropped.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -46,6 +47,8 @@ class SamplingOptions:
     ignore_eos: bool = False
     skip_special_tokens: bool = True
     logprobs: int | None = None  # per generated token: None = none, k = with the top k
+    json_object: bool = False  # structured output: any JSON object
+    json_schema: str | None = None  # structured output: JSON matching this schema (JSON text)
 
 
 # The options every servable honours (the original Saxml set).
@@ -128,6 +131,20 @@ def _top_count(value: Any, param: str) -> int | None:
     return int(_ranged(0, MAX_LOGPROBS, integer=True)(value, param))
 
 
+def _schema(value: Any, param: str) -> str | None:
+    """A JSON schema, given as an object or its JSON text; returned as canonical JSON text."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise invalid(f"{param} must be a JSON schema object", param) from None
+    if not isinstance(value, dict):
+        raise invalid(f"{param} must be a JSON schema object", param)
+    return json.dumps(value, sort_keys=True)
+
+
 def _flag(value: Any, param: str) -> bool:
     if not isinstance(value, bool):
         raise invalid(f"{param} must be true or false, got {value!r}", param)
@@ -153,6 +170,8 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "ignore_eos": _flag,
     "skip_special_tokens": _flag,
     "logprobs": _top_count,
+    "json_object": _flag,
+    "json_schema": _schema,
 }
 
 # Saxml extra-input key -> SamplingOptions field (Saxml's names and their short aliases).

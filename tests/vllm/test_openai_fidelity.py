@@ -226,3 +226,40 @@ async def test_logprobs_are_the_engines_streamed_or_not(model_server: Served, ti
     assert len(content) == chat.json()["usage"]["completion_tokens"]
     assert all(len(c["top_logprobs"]) == 3 and c["logprob"] <= 0 for c in content)
     assert all(c["top_logprobs"][0]["token"] == c["token"] for c in content)
+
+
+async def test_response_format_constrains_the_answer(model_server: Served) -> None:
+    schema = {"type": "string", "enum": ["yes", "no"]}
+    base = {**GREEDY, "messages": [{"role": "user", "content": "ok?"}], "max_tokens": 40}
+    async with httpx.AsyncClient(base_url=model_server.url, timeout=60) as http:
+        constrained = await http.post(
+            "/v1/chat/completions",
+            json={
+                **base,
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "answer", "schema": schema},
+                },
+            },
+        )
+        as_object = await http.post(
+            "/v1/completions",
+            json={
+                **GREEDY,
+                "prompt": PROMPT,
+                "max_tokens": 8,
+                "response_format": {"type": "json_object"},
+            },
+        )
+        no_schema = await http.post(
+            "/v1/chat/completions",
+            json={**base, "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+        )
+    assert constrained.status_code == 200, constrained.text
+    [choice] = constrained.json()["choices"]
+    assert json.loads(choice["message"]["content"]) in ("yes", "no")
+    assert choice["finish_reason"] == "stop"
+    assert as_object.status_code == 200, as_object.text
+    assert as_object.json()["choices"][0]["text"].lstrip().startswith("{")
+    assert no_schema.status_code == 400
+    assert no_schema.json()["error"]["param"] == "response_format.json_schema"
