@@ -2,7 +2,7 @@
 
 Routes that may check an ACL depend on `BEARER`, so the OpenAPI specs carry the scheme and
 Swagger UI's Authorize button, generated clients and the ``openai`` SDK (its ``api_key``) send
-the token unchanged. `access` builds the request's `Access` from the live `AuthSource`.
+the token unchanged. `access_for` builds each request's `Access` from the live `AuthSource`.
 """
 
 from __future__ import annotations

@@ -64,6 +64,8 @@ def startup_auth(
     """Reads the cell's auth settings (blocking) and applies `start_policy`, logging the outcome;
     raises FAILED_PRECONDITION when the server must not start."""
     source = AuthSource(store)
-    line = start_policy(what, host, source.load(), insecure=insecure, token=token)
-    log.log(logging.WARNING if "OFF" in line else logging.INFO, "%s", line)
+    directory = source.load()
+    line = start_policy(what, host, directory, insecure=insecure, token=token)
+    exposed = directory is None and not is_loopback(host)
+    log.log(logging.WARNING if exposed else logging.INFO, "%s", line)
     return source
