@@ -215,6 +215,8 @@ def variants() -> list[Variant]:
         Variant("logprobs 21", C, {**cp, "logprobs": 21}),
         Variant("suffix", C, {**cp, "suffix": "x"}),
         Variant("prompt token ids", C, {**cp, "prompt": [1, 2, 3]}),
+        Variant("prompt token-id batch", C, {**cp, "prompt": [[1, 2, 3], [1, 5]]}),
+        Variant("prompt token id out of vocabulary", C, {**cp, "prompt": [1, 10**7]}),
         Variant(
             "response_format json_object", CH, {**ch, "response_format": {"type": "json_object"}}
         ),
@@ -248,7 +250,6 @@ DIFFERENCES: dict[str, str] = {
     "max_completion_tokens 0 stream": "as above",
     "embeddings on a generator": "sax answers 400 naming model and what it serves; vLLM 404",
     "completion echo logprobs": "prompt log-probs are not served: 400 naming echo",
-    "prompt token ids": "sax takes text prompts only: 400 naming prompt",
     "unknown field": "sax refuses unknown fields by name (as OpenAI does); vLLM ignores them",
 }
 

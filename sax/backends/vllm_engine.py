@@ -38,7 +38,7 @@ from typing import Any
 from sax.errors import Code, SaxError, invalid, unavailable
 from sax.schemas import Sample, StreamItem, TokenLogprob, TopLogprob
 from sax.server.batch import run_all
-from sax.server.prompts import ChatPrompt, text_token_ids
+from sax.server.prompts import TokenPrompt, text_token_ids
 from sax.server.sampling import SamplingOptions
 
 _GIB = 1 << 30
@@ -404,7 +404,7 @@ class VllmEngine:
         """A rendered chat's own ids; plain text tokenised with special-token parsing off
         (user text is data), framed by the tokenizer's BOS where it adds one. Recent prompts'
         ids are cached, so counting a prompt that just ran costs no second tokenisation."""
-        if isinstance(text, ChatPrompt):
+        if isinstance(text, TokenPrompt):
             return list(text.token_ids)
         return list(self._text_ids(str(text)))
 
@@ -414,7 +414,7 @@ class VllmEngine:
     async def _prompt(self, text: str) -> dict[str, Any]:
         """The engine prompt for `text`; a long one is tokenised on a worker thread (the fast
         tokenizer releases the GIL), so the event loop keeps streaming other requests."""
-        if len(text) >= THREAD_TOKENIZE_CHARS and not isinstance(text, ChatPrompt):
+        if len(text) >= THREAD_TOKENIZE_CHARS and not isinstance(text, TokenPrompt):
             return {"prompt_token_ids": await asyncio.to_thread(self.prompt_ids, text)}
         return {"prompt_token_ids": self.prompt_ids(text)}
 

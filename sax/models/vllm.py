@@ -27,10 +27,10 @@ from typing import Any, ClassVar
 
 from sax.backends.vllm_engine import EngineSettings, VllmEngine
 from sax.backends.vllm_engine import prepare_process as prepare_process
-from sax.errors import unavailable
+from sax.errors import invalid, unavailable
 from sax.models import assets
 from sax.schemas import Sample, StreamItem
-from sax.server.prompts import render_chat
+from sax.server.prompts import TokenPrompt, render_chat
 from sax.server.registry import register
 from sax.server.sampling import ALL_FIELDS, SamplingOptions
 from sax.server.servable import LoadSpec, SamplingConfig, Servable, ServableConfig
@@ -205,12 +205,24 @@ class VllmServable(Servable):
         return await self._engine("lm.score").score(prefix, suffixes)
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        """The chat in the tokenizer's template as a `ChatPrompt`: message content is tokenised
+        """The chat in the tokenizer's template as a `TokenPrompt`: message content is tokenised
         as data, so only the template adds control tokens."""
         tokenizer = self.engine.tokenizer if self.engine is not None else None
         if tokenizer is not None and getattr(tokenizer, "chat_template", None):
             return render_chat(tokenizer, messages)
         return super().chat_prompt(messages)
+
+    def token_prompt(self, token_ids: list[int]) -> str:
+        """The ids as the engine's prompt (its text decoded for echo and display); ids outside
+        the vocabulary are a 400 naming ``prompt``."""
+        engine = self._engine("lm.generate")
+        vocab = len(engine.tokenizer)
+        bad = [t for t in token_ids if not 0 <= t < vocab]
+        if bad:
+            raise invalid(
+                f"prompt token id {bad[0]} is outside the vocabulary (size {vocab})", "prompt"
+            )
+        return TokenPrompt(engine.tokenizer.decode(token_ids), token_ids)
 
     def count_tokens(self, text: str) -> int:
         if self.engine is None:

@@ -158,7 +158,9 @@ def _unsupported(param: str, message: str | None = None) -> SaxError:
 
 
 class CompletionRequest(SamplingRequest):
-    prompt: str | list[str] = Field(description="one prompt or a batch; token-id prompts: 400")
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        description="one prompt or a batch, as text or token ids"
+    )
     max_tokens: int | None = Field(16, ge=1, description="null = the default, 16")
     echo: bool | None = Field(False, description="prepend the prompt to each choice's text")
     logprobs: int | None = Field(
@@ -185,9 +187,17 @@ class CompletionRequest(SamplingRequest):
         if self.best_of is not None and self.best_of != (self.n or 1):
             raise _unsupported("best_of", "best_of other than n is not supported")
 
-    def prompts(self) -> list[str]:
-        prompts = [self.prompt] if isinstance(self.prompt, str) else self.prompt
-        if not prompts:
+    def prompts(self) -> list[str | list[int]]:
+        """The batch: each prompt as text or as token ids."""
+        p = self.prompt
+        prompts: list[str | list[int]]
+        if isinstance(p, str):
+            prompts = [p]
+        elif p and all(isinstance(t, int) for t in p):
+            prompts = [[int(t) for t in p if isinstance(t, int)]]
+        else:
+            prompts = [x for x in p if isinstance(x, str | list)]
+        if not prompts or any(len(x) == 0 for x in prompts if isinstance(x, list)):
             raise invalid("prompt must not be empty", "prompt")
         return prompts
 

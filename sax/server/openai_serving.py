@@ -23,7 +23,7 @@ from fastapi import Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from sax.errors import Code, SaxError, invalid
+from sax.errors import SaxError, internal, invalid
 from sax.request_errors import public_params
 from sax.schemas import Sample
 from sax.server import openai_compat as oa
@@ -77,8 +77,8 @@ class OpenAIServing:
         model = self._loaded(body.model)
         require(model, "lm.generate", "completions")
         body.refuse_unsupported()
-        prompts = body.prompts()
         servable = model.engine
+        prompts = [p if isinstance(p, str) else servable.token_prompt(p) for p in body.prompts()]
         with public_params(body.param_names()):
             options = servable.options(body.sampling_values())
             if body.stream:
@@ -191,8 +191,7 @@ async def _events(
                 yield writer.usage(prompt_tokens(), samples)
     except SaxError as exc:
         yield b"data: " + json.dumps(oa.error_body(exc)).encode() + b"\n\n"
-    except Exception:
-        log.exception("Stream of %s failed", stream.gate.model_id)
-        err = SaxError(Code.INTERNAL, "internal error")
+    except Exception as exc:
+        err = internal(exc, f"stream of {stream.gate.model_id}", log)
         yield b"data: " + json.dumps(oa.error_body(err)).encode() + b"\n\n"
     yield oa.SSE_DONE

@@ -7,8 +7,9 @@ real control token, letting the user close their turn and forge a system one. So
   parsing off (`text_token_ids`);
 - a chat is rendered by its template around unique placeholders, and the rendered string is
   tokenised piece by piece: the template's pieces with special tokens parsed, each message's
-  content with parsing off (`render_chat`). The result is a `ChatPrompt`: the rendered text,
-  as a `str` for servables that take text, plus the token ids an engine should run.
+  content with parsing off (`render_chat`). The result is a `TokenPrompt`: the rendered text,
+  as a `str` for servables that take text, plus the token ids an engine should run;
+- a prompt a caller gives as token ids is a `TokenPrompt` too (its text decoded).
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from typing import Any
 from sax.errors import invalid
 
 
-class ChatPrompt(str):
-    """A rendered chat: its text, and `token_ids` in which only the template added control
-    tokens. Engines with a tokenizer run `token_ids`; others read the text."""
+class TokenPrompt(str):
+    """A prompt whose token ids are already decided: a rendered chat (only the template added
+    control tokens) or ids a caller sent. Engines with a tokenizer run `token_ids`; others
+    read the text."""
 
     token_ids: tuple[int, ...]
 
-    def __new__(cls, text: str, token_ids: Sequence[int]) -> ChatPrompt:
+    def __new__(cls, text: str, token_ids: Sequence[int]) -> TokenPrompt:
         prompt = super().__new__(cls, text)
         prompt.token_ids = tuple(token_ids)
         return prompt
@@ -45,8 +47,8 @@ def _special_texts(tokenizer: Any) -> list[str]:
     return [t for t in getattr(tokenizer, "all_special_tokens", []) if t]
 
 
-def render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> ChatPrompt:
-    """The chat in `tokenizer`'s template, with the generation prompt, as a `ChatPrompt`.
+def render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> TokenPrompt:
+    """The chat in `tokenizer`'s template, with the generation prompt, as a `TokenPrompt`.
 
     Raises INVALID_ARGUMENT (``messages``) when a template transforms content so the pieces
     cannot be told apart and some content holds special-token text.
@@ -70,7 +72,7 @@ def render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> ChatPrompt:
                     "keep apart from its own",
                     f"messages.{i}.content",
                 )
-        return ChatPrompt(text, tokenizer(text, add_special_tokens=False).input_ids)
+        return TokenPrompt(text, tokenizer(text, add_special_tokens=False).input_ids)
     ids: list[int] = []
     for k, piece in enumerate(pieces):
         if k % 2 == 0:
@@ -80,4 +82,4 @@ def render_chat(tokenizer: Any, messages: list[dict[str, str]]) -> ChatPrompt:
             content = messages[int(piece)]["content"]
             if content:
                 ids += text_token_ids(tokenizer, content, add_special_tokens=False)
-    return ChatPrompt(text, ids)
+    return TokenPrompt(text, ids)

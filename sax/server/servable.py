@@ -176,6 +176,11 @@ class Servable(abc.ABC):
             return self.chat_prompt([{"role": "user", "content": text}])
         return text
 
+    def token_prompt(self, token_ids: list[int]) -> str:
+        """A prompt given as token ids (OpenAI completions); INVALID_ARGUMENT naming ``prompt``
+        for servables that take text only."""
+        raise invalid(f"{self.spec.model_path} takes text prompts only, not token ids", "prompt")
+
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         """Renders chat messages into a prompt (the tokenizer's chat template where it has one)."""
         lines = [f"{m.get('role', 'user')}: {m.get('content', '')}" for m in messages]

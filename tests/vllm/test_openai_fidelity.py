@@ -263,3 +263,17 @@ async def test_response_format_constrains_the_answer(model_server: Served) -> No
     assert as_object.json()["choices"][0]["text"].lstrip().startswith("{")
     assert no_schema.status_code == 400
     assert no_schema.json()["error"]["param"] == "response_format.json_schema"
+
+
+async def test_prompts_as_token_ids(model_server: Served, tiny: Tiny) -> None:
+    ids = text_token_ids(_tokenizer(tiny), PROMPT)
+    body = {**GREEDY, "max_tokens": 8}
+    async with httpx.AsyncClient(base_url=model_server.url, timeout=60) as http:
+        as_text = (await http.post("/v1/completions", json={**body, "prompt": PROMPT})).json()
+        as_ids = (await http.post("/v1/completions", json={**body, "prompt": ids})).json()
+        batch = (await http.post("/v1/completions", json={**body, "prompt": [ids, ids]})).json()
+        bad = await http.post("/v1/completions", json={**body, "prompt": [ids[0], 10**7]})
+    assert as_ids["choices"][0]["text"] == as_text["choices"][0]["text"]
+    assert as_ids["usage"] == as_text["usage"]
+    assert [c["text"] for c in batch["choices"]] == [as_text["choices"][0]["text"]] * 2
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "prompt"
