@@ -189,9 +189,9 @@ async def _sax_events(stream: GenerateStream, names: dict[str, str]) -> AsyncIte
             yield _sse(b"done", StreamDone(samples=stream.samples()).model_dump_json())
     except SaxError as exc:
         yield _sse(b"error", json.dumps(exc.to_body()))
-    except Exception:
-        log.exception("Stream of %s failed", stream.gate.model_id)
-        yield _sse(b"error", json.dumps(SaxError(Code.INTERNAL, "internal error").to_body()))
+    except Exception as exc:
+        err = internal(exc, f"stream of {stream.gate.model_id}", log)
+        yield _sse(b"error", json.dumps(err.to_body()))
 
 
 def _data_router(server: ModelServer, auth: AuthSource) -> APIRouter:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sax.errors import Code, SaxError, unavailable
+from sax.errors import Code, SaxError, internal, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +204,7 @@ class Batcher:
                 job.settle(error=exc)
             return
         except Exception as exc:
-            log.exception("Batch of %d on lane %s failed", len(jobs), lane)
-            error = SaxError(Code.INTERNAL, f"{lane} failed: {type(exc).__name__}: {exc}")
+            error = internal(exc, f"batch of {len(jobs)} on lane {lane}", log)
             for job in jobs:
                 job.settle(error=error)
             return
