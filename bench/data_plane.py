@@ -1,27 +1,46 @@
 """Data-plane benchmark: sax vs vLLM's own OpenAI server vs offline vLLM, on one model and machine.
 
-Run by hand (never as a test); prints ONE JSON line. Each system serves the same model directory
-with the same engine settings (dtype, context, KV cache, eager mode). The sax cell and vLLM's
-server are up together and their modes alternate for `--rounds` rounds (each mode reports its
-median round): on a shared machine the CPU on offer drifts over minutes, and back-to-back blocks
-would compare different machines. Offline runs last, alone.
+Run by hand (never as a test); prints ONE JSON line. The sax cell and vLLM's server are up
+together and their modes alternate for `--rounds` rounds (each mode reports its median round): on
+a shared machine the CPU on offer drifts over minutes, and back-to-back blocks would compare
+different machines. Offline runs last, alone (``--offline``).
 
-- ``sax``: ``sax admin-config`` + ``sax admin-server`` + ``sax model-server`` as subprocesses, the
-  model published through the admin (``sax.client.publish``), requests through the sax client
-  (``AsyncModel``: replica discovery via WatchLoc, then HTTP to the model server):
-  ``lm.generate`` and ``lm.generate_stream``;
-- ``vllm_server``: ``python -m vllm.entrypoints.openai.api_server`` on a loopback port,
-  ``/v1/completions`` with and without ``stream``;
+`--settings`:
+- ``defaults`` (the default): each side as a user gets it. sax publishes the servable with no
+  engine override (``saxutil publish ... <servable> None 1``); vLLM runs
+  ``python -m vllm.entrypoints.openai.api_server --model DIR`` with one engine flag, its KV cache
+  size (sax's default, 1 GiB; vLLM's own default takes 92% of the machine's memory and does not
+  start on a shared one). Only sampling is pinned (per request: greedy, exactly `--tokens`
+  tokens, EOS ignored);
+- ``same``: both sides with the same explicit engine settings (dtype ``auto``, context, KV cache,
+  eager mode).
+
+Modes, `--workload distinct` (default; distinct prompts, no shared prefix):
+- ``sax_openai``/``sax_openai_stream``: sax's model server, ``/v1/completions`` with and without
+  ``stream``, the same requests as vLLM's;
+- ``sax_generate``/``sax_generate_stream``: the sax client (``AsyncModel``: replica discovery via
+  WatchLoc, then ``lm.generate``/``lm.generate_stream`` on the model server);
+- ``vllm_server``/``vllm_server_stream``: vLLM's server, ``/v1/completions``;
 - ``offline``: ``vllm.LLM.generate`` on all prompts at once (the throughput ceiling), and
   ``sequential``: one prompt at a time, as the original Saxml vLLM servable ran;
 - ``http_overhead``: p50 of ``lm.generate`` on the ``Echo`` test servable through the same
   model server minus the p50 of calling ``Echo.generate`` in process.
+
+`--workload prefix`: two model servers, the model published with two replicas, and the sax
+client streaming requests that share one of `--system-prompts` long system prompts (and, as a
+control, distinct prompts). Each run picks replicas either by prefix (``prefix``: the client's
+default, `sax.client.picker.choose` with the prompt as key) or by load alone (``load``: power of
+two choices, the client's previous behaviour). Reported per mode: the prefix-cache hit rate
+(prompt tokens found in vLLM's prefix cache over those looked up, from both model servers'
+``/metrics``), TTFT p50 and output tokens/s. Every run uses system prompts no earlier run sent,
+so no mode inherits another's cache.
 
 Load: `--concurrency` closed-loop workers (default 32), each sending requests back to back until
 `--requests` are done, every request decoding exactly `--tokens` tokens (EOS ignored).
 
     .venv/bin/python bench/data_plane.py --model tiny
     .venv/bin/python bench/data_plane.py              # SmolLM2-135M-Instruct
+    .venv/bin/python bench/data_plane.py --model tiny --workload prefix
 """
 
 from __future__ import annotations
@@ -49,7 +68,7 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 KV_CACHE_GIB = 1.0
 MAX_MODEL_LEN = 512  # the tiny model's context; prompts + 64 tokens fit easily
-DTYPE = "float32"
+DTYPE = "auto"  # --settings same: what both sides run
 
 WORDS = (
     "robot journey river market garden engine story winter castle music planet library "
@@ -188,39 +207,101 @@ def configure_cell(common: list[str], fs_root: Path) -> None:
 Modes = dict[str, Request]
 
 
+def sax_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The servable overrides: sampling only with ``defaults`` (decode exactly `--tokens`),
+    plus the shared engine settings with ``same``."""
+    overrides: dict[str, Any] = {"ignore_eos": True, "max_decode_steps": args.tokens}
+    if args.model == "smollm2":
+        overrides["chat"] = False  # the same raw prompts as every other contender
+    if args.settings == "same":
+        overrides |= {"kv_cache_gib": KV_CACHE_GIB, "max_model_len": MAX_MODEL_LEN, "dtype": DTYPE}
+    return overrides
+
+
+def vllm_engine_flags(args: argparse.Namespace) -> list[str]:
+    """vLLM's engine flags. ``defaults`` sets only the KV cache size, to sax's default (1 GiB):
+    vLLM's own CPU default reserves 92% of the machine's memory and refuses to start on a
+    machine where other processes hold more than 8%."""
+    if args.settings == "defaults":
+        return ["--kv-cache-memory-bytes", str(int(KV_CACHE_GIB * (1 << 30)))]
+    return [
+        *("--dtype", DTYPE, "--max-model-len", str(MAX_MODEL_LEN)),
+        *("--kv-cache-memory-bytes", str(int(KV_CACHE_GIB * (1 << 30)))),
+        *("--enforce-eager", "--disable-log-stats"),
+    ]
+
+
+def openai_modes(http: httpx.AsyncClient, tokens: int) -> tuple[Request, Request]:
+    """``/v1/completions`` without and with ``stream`` on an OpenAI-compatible server (model
+    ``lm``); greedy, exactly `tokens` tokens."""
+    base = {"model": "lm", "max_tokens": tokens, "ignore_eos": True, "temperature": 0}
+
+    async def generate(text: str) -> tuple[int, float | None]:
+        r = await http.post("/v1/completions", json={**base, "prompt": text})
+        r.raise_for_status()
+        return int(r.json()["usage"]["completion_tokens"]), None
+
+    async def generate_stream(text: str) -> tuple[int, float | None]:
+        body = {**base, "prompt": text, "stream": True}
+        body["stream_options"] = {"include_usage": True}
+        first: float | None = None
+        count = 0
+        async with http.stream("POST", "/v1/completions", json=body) as r:
+            r.raise_for_status()
+            async for line in r.aiter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                data = json.loads(line[6:])
+                if data.get("choices") and first is None:
+                    first = time.perf_counter()
+                if data.get("usage"):
+                    count = int(data["usage"]["completion_tokens"])
+        return count, first
+
+    return generate, generate_stream
+
+
+@dataclass
+class SaxCell:
+    root: Path
+    lm: Any  # sax.client.AsyncModel of the benchmarked model
+    server_urls: list[str]
+    modes: Modes
+
+
 @contextlib.asynccontextmanager
 async def sax_system(
-    model_dir: Path, args: argparse.Namespace, work: Path, result: dict[str, Any]
-) -> AsyncIterator[Modes]:
-    """A sax cell (admin + model server processes) serving the model; yields its request modes.
+    model_dir: Path,
+    args: argparse.Namespace,
+    work: Path,
+    result: dict[str, Any],
+    replicas: int = 1,
+) -> AsyncIterator[SaxCell]:
+    """A sax cell (admin + `replicas` model server processes) serving the model.
 
-    Also measures the HTTP layer's overhead with the Echo test servable (into `result`).
+    With one replica, also measures the HTTP layer's overhead with the Echo test servable (into
+    `result`).
     """
     import sax.client as sax_client
 
     root = work / "sax_root"
     cell = "/sax/bench"
-    admin_port, server_port = free_port(), free_port()
+    admin_port = free_port()
+    server_ports = [free_port() for _ in range(replicas)]
     common = ["--sax_cell", cell, "--sax_root", str(root)]
     configure_cell(common, root / "fs")
-    overrides = {
-        "kv_cache_gib": KV_CACHE_GIB,
-        "max_model_len": MAX_MODEL_LEN,
-        "dtype": DTYPE,
-        "ignore_eos": True,
-        "max_decode_steps": args.tokens,
-    }
-    if args.model == "smollm2":
-        overrides["chat"] = False  # the same raw prompts as every other contender
     sax = str(BIN / "sax")
-    server_cmd = [sax, "model-server", *common, "--port", str(server_port)]
-    admin_log, server_log = work / "admin.log", work / "model_server.log"
-    with (
-        process([sax, "admin-server", *common, "--port", str(admin_port)], admin_log),
-        process([*server_cmd, "--backends", "vllm,test"], server_log),
-    ):
+    admin_log = work / "admin.log"
+    async with contextlib.AsyncExitStack() as stack:
+        stack.enter_context(
+            process([sax, "admin-server", *common, "--port", str(admin_port)], admin_log)
+        )
+        for i, port in enumerate(server_ports):
+            cmd = [sax, "model-server", *common, "--port", str(port), "--backends", "vllm,test"]
+            stack.enter_context(process(cmd, work / f"model_server_{i}.log"))
         wait_http(f"http://127.0.0.1:{admin_port}/healthz", 60, admin_log)
-        wait_http(f"http://127.0.0.1:{server_port}/healthz", 60, server_log)
+        for i, port in enumerate(server_ports):
+            wait_http(f"http://127.0.0.1:{port}/healthz", 60, work / f"model_server_{i}.log")
         model_path = (
             "sax.models.vllm.Tiny" if args.model == "tiny" else "sax.models.vllm.SmolLM2_135M"
         )
@@ -230,37 +311,53 @@ async def sax_system(
         async def publish(*args: Any) -> None:
             await asyncio.to_thread(sax_client.publish, *args, sax_root=str(root))
 
-        async def wait(model_id: str, timeout_s: float) -> None:
+        async def wait(model_id: str, n: int, timeout_s: float) -> None:
             await asyncio.to_thread(
-                sax_client.wait_for_ready, model_id, 1, timeout_s, sax_root=str(root)
+                sax_client.wait_for_ready, model_id, n, timeout_s, sax_root=str(root)
             )
 
-        await publish(lm_id, model_path, str(model_dir), 1, overrides)
-        await publish(echo_id, "sax.models.test.Echo", "None", 1)
+        await publish(lm_id, model_path, str(model_dir), replicas, sax_overrides(args))
         start = time.perf_counter()
-        await wait(lm_id, 300)
-        await wait(echo_id, 60)
+        await wait(lm_id, replicas, 600)
         result["sax_load_s"] = round(time.perf_counter() - start, 1)
         lm = sax_client.AsyncModel(lm_id, sax_root=str(root))
+        urls = [f"http://127.0.0.1:{port}" for port in server_ports]
+        modes: Modes = {}
+        if replicas == 1:
+            await publish(echo_id, "sax.models.test.Echo", "None", 1)
+            await wait(echo_id, 1, 60)
 
-        async def generate(text: str) -> tuple[int, float | None]:
-            samples = await lm.lm.generate_samples(text)
-            return samples[0].num_tokens, None
+            async def generate(text: str) -> tuple[int, float | None]:
+                samples = await lm.lm.generate_samples(text)
+                return samples[0].num_tokens, None
 
-        async def generate_stream(text: str) -> tuple[int, float | None]:
-            first: float | None = None
-            stream = lm.lm.generate_stream(text)
-            async with stream:
-                async for _chunk in stream:
-                    if first is None:
-                        first = time.perf_counter()
-            # Chunks can carry several tokens when the engine outpaces the reader: count tokens.
-            return args.tokens if stream.samples else 0, first
+            async def generate_stream(text: str) -> tuple[int, float | None]:
+                first: float | None = None
+                stream = lm.lm.generate_stream(text)
+                async with stream:
+                    async for _chunk in stream:
+                        if first is None:
+                            first = time.perf_counter()
+                # Chunks can carry several tokens when the engine outpaces the reader.
+                return args.tokens if stream.samples else 0, first
 
-        result["http_overhead"] = await http_overhead(
-            sax_client.AsyncModel(echo_id, sax_root=str(root)), server_port, args.overhead_calls
-        )
-        yield {"sax_generate": generate, "sax_generate_stream": generate_stream}
+            result["http_overhead"] = await http_overhead(
+                sax_client.AsyncModel(echo_id, sax_root=str(root)),
+                server_ports[0],
+                args.overhead_calls,
+            )
+            limits = httpx.Limits(max_connections=args.concurrency * 2)
+            http = await stack.enter_async_context(
+                httpx.AsyncClient(base_url=urls[0], timeout=600, limits=limits)
+            )
+            openai_generate, openai_stream = openai_modes(http, args.tokens)
+            modes = {
+                "sax_openai": openai_generate,
+                "sax_openai_stream": openai_stream,
+                "sax_generate": generate,
+                "sax_generate_stream": generate_stream,
+            }
+        yield SaxCell(root, lm, urls, modes)
 
 
 async def http_overhead(echo: Any, server_port: int, calls: int) -> dict[str, float]:
@@ -298,50 +395,136 @@ async def http_overhead(echo: Any, server_port: int, calls: int) -> dict[str, fl
 async def vllm_server_system(
     model_dir: Path, args: argparse.Namespace, work: Path, result: dict[str, Any]
 ) -> AsyncIterator[Modes]:
-    """vLLM's own OpenAI server on the same model and engine settings; yields its modes."""
+    """vLLM's own OpenAI server on the same model (`--settings` engine flags); yields its modes."""
     port = free_port()
     log = work / "vllm_server.log"
     cmd = [
         *(sys.executable, "-m", "vllm.entrypoints.openai.api_server"),
         *("--model", str(model_dir), "--served-model-name", "lm"),
         *("--host", "127.0.0.1", "--port", str(port)),
-        *("--dtype", DTYPE, "--max-model-len", str(MAX_MODEL_LEN)),
-        *("--kv-cache-memory-bytes", str(int(KV_CACHE_GIB * (1 << 30)))),
-        *("--enforce-eager", "--disable-log-stats"),
+        *vllm_engine_flags(args),
     ]
+    result["vllm_server_cmd"] = " ".join(cmd[1:]).replace(str(model_dir), "MODEL_DIR")
     with process(cmd, log, env={"HF_HUB_OFFLINE": "1"}):
         start = time.perf_counter()
-        wait_http(f"http://127.0.0.1:{port}/health", 600, log)
+        wait_http(f"http://127.0.0.1:{port}/health", 900, log)
         result["vllm_server_load_s"] = round(time.perf_counter() - start, 1)
         limits = httpx.Limits(max_connections=args.concurrency * 2)
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}", timeout=600, limits=limits
         ) as http:
-            base = {"model": "lm", "max_tokens": args.tokens, "ignore_eos": True, "temperature": 0}
-
-            async def generate(text: str) -> tuple[int, float | None]:
-                r = await http.post("/v1/completions", json={**base, "prompt": text})
-                r.raise_for_status()
-                return int(r.json()["usage"]["completion_tokens"]), None
-
-            async def generate_stream(text: str) -> tuple[int, float | None]:
-                body = {**base, "prompt": text, "stream": True}
-                body["stream_options"] = {"include_usage": True}
-                first: float | None = None
-                tokens = 0
-                async with http.stream("POST", "/v1/completions", json=body) as r:
-                    r.raise_for_status()
-                    async for line in r.aiter_lines():
-                        if not line.startswith("data: ") or line == "data: [DONE]":
-                            continue
-                        data = json.loads(line[6:])
-                        if data.get("choices") and first is None:
-                            first = time.perf_counter()
-                        if data.get("usage"):
-                            tokens = int(data["usage"]["completion_tokens"])
-                return tokens, first
-
+            generate, generate_stream = openai_modes(http, args.tokens)
             yield {"vllm_server": generate, "vllm_server_stream": generate_stream}
+
+
+# ---------------------------------------------------------------- prefix-sharing workload
+
+
+def system_prompts(n: int, salt: int, chars: int) -> list[str]:
+    """`n` distinct system prompts of about `chars` characters; `salt` makes a fresh set."""
+    out = []
+    for i in range(n):
+        words = [WORDS[(i * 5 + k * 7 + salt * 11) % len(WORDS)] for k in range(chars // 7)]
+        out.append(f"[{salt}.{i}] You are an assistant. Context: {' '.join(words)}.\n")
+    return out
+
+
+def prefix_workload(n: int, systems: list[str]) -> list[str]:
+    """`n` requests, each a system prompt (round robin) and a short distinct question."""
+    return [
+        f"{systems[i % len(systems)]}Question {i}: what about the {WORDS[i % 20]}?"
+        for i in range(n)
+    ]
+
+
+async def prefix_cache_counters(http: httpx.AsyncClient, urls: list[str]) -> tuple[float, float]:
+    """(queries, hits) in prompt tokens, summed over the model servers' ``/metrics``."""
+    queries = hits = 0.0
+    for url in urls:
+        text = (await http.get(f"{url}/metrics")).text
+        for line in text.splitlines():
+            if line.startswith("sax_prefix_cache_queries_total{"):
+                queries += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("sax_prefix_cache_hits_total{"):
+                hits += float(line.rsplit(" ", 1)[1])
+    return queries, hits
+
+
+async def bench_prefix(model_dir: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Prefix-affine vs load-only replica choice on two replicas (see the module docstring)."""
+    from sax.client import wire
+    from sax.client.picker import prefix_key
+    from sax.schemas import StreamChunk
+
+    result: dict[str, Any] = {}
+    async with (
+        sax_system(model_dir, args, work, result, replicas=2) as cell,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        lm = cell.lm
+
+        def mode(by_prefix: bool) -> Request:
+            async def request(text: str) -> tuple[int, float | None]:
+                deadline = lm.deadline(600)
+                body = wire.generate_body(text, None, deadline.remaining())
+                key = prefix_key(text) if by_prefix else None
+                first: float | None = None
+                async for item in lm.stream("lm.generate_stream", body, deadline, key):
+                    if isinstance(item, StreamChunk) and first is None:
+                        first = time.perf_counter()
+                return args.tokens, first
+
+            return request
+
+        modes = {"prefix": mode(True), "load": mode(False)}
+        await load(modes["load"], prompts(args.concurrency), args.concurrency)  # warm up
+        rows: dict[str, list[dict[str, Any]]] = {}
+        salt = 0
+        for _ in range(args.rounds):
+            for workload in ("shared", "distinct"):
+                for name, fn in modes.items():
+                    salt += 1
+                    if workload == "shared":
+                        systems = system_prompts(args.system_prompts, salt, args.system_chars)
+                        texts = prefix_workload(args.requests, systems)
+                    else:
+                        texts = [f"[{salt}] {t}" for t in prompts(args.requests)]
+                    q0, h0 = await prefix_cache_counters(http, cell.server_urls)
+                    run = await load(fn, texts, args.concurrency)
+                    q1, h1 = await prefix_cache_counters(http, cell.server_urls)
+                    row = run.summary()
+                    row["prefix_cache_hit_rate"] = round((h1 - h0) / max(1.0, q1 - q0), 3)
+                    rows.setdefault(f"{workload}_{name}", []).append(row)
+    for key, runs in rows.items():
+        ranked = sorted(runs, key=lambda r: r["output_tokens_per_s"])
+        result[key] = ranked[len(ranked) // 2]
+        result[key]["rounds_hit_rate"] = [r["prefix_cache_hit_rate"] for r in runs]
+        result[key]["rounds_ttft_p50_ms"] = [r.get("ttft_p50_ms") for r in runs]
+
+    def median_of(key: str, field_name: str) -> float:
+        return float(statistics.median(r[field_name] for r in rows[key]))
+
+    result["ratios"] = {
+        "shared_hit_rate_prefix_vs_load": round(
+            median_of("shared_prefix", "prefix_cache_hit_rate")
+            / max(1e-9, median_of("shared_load", "prefix_cache_hit_rate")),
+            2,
+        ),
+        "shared_ttft_p50_prefix_vs_load": round(
+            median_of("shared_prefix", "ttft_p50_ms") / median_of("shared_load", "ttft_p50_ms"), 3
+        ),
+        "shared_tokens_per_s_prefix_vs_load": round(
+            median_of("shared_prefix", "output_tokens_per_s")
+            / median_of("shared_load", "output_tokens_per_s"),
+            3,
+        ),
+        "distinct_tokens_per_s_prefix_vs_load": round(
+            median_of("distinct_prefix", "output_tokens_per_s")
+            / median_of("distinct_load", "output_tokens_per_s"),
+            3,
+        ),
+    }
+    return result
 
 
 def offline_worker(model_dir: str, requests: int, tokens: int, sequential: int) -> None:
@@ -423,22 +606,32 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "bench": "data_plane",
         "model": args.model,
+        "settings": args.settings,
+        "workload": args.workload,
         "concurrency": args.concurrency,
         "requests": args.requests,
         "output_tokens": args.tokens,
         "rounds": args.rounds,
-        "dtype": DTYPE,
-        "kv_cache_gib": KV_CACHE_GIB,
         "cpus": os.cpu_count(),
+        "load_1m_at_start": round(os.getloadavg()[0], 2),
         "logs": str(work),
     }
+    if args.settings == "same":
+        result |= {"dtype": DTYPE, "kv_cache_gib": KV_CACHE_GIB, "max_model_len": MAX_MODEL_LEN}
+    if args.workload == "prefix":
+        result |= {"system_prompts": args.system_prompts, "system_chars": args.system_chars}
+        result.update(await bench_prefix(model_dir, args, work))
+        return result
     # Both servers stay up and the modes alternate round by round: on a shared machine the CPU
     # available drifts over minutes, so back-to-back blocks would compare different machines.
     runs: dict[str, list[Run]] = {}
     async with contextlib.AsyncExitStack() as stack:
         modes: Modes = {}
-        modes |= await stack.enter_async_context(sax_system(model_dir, args, work, result))
+        cell = await stack.enter_async_context(sax_system(model_dir, args, work, result))
+        modes |= cell.modes
         modes |= await stack.enter_async_context(vllm_server_system(model_dir, args, work, result))
+        if args.modes:
+            modes = {name: fn for name, fn in modes.items() if name in args.modes.split(",")}
         for fn in modes.values():  # warm up
             await load(fn, prompts(args.concurrency), args.concurrency)
         texts = prompts(args.requests)
@@ -449,19 +642,27 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         ranked = sorted(mode_runs, key=lambda r: r.tokens / r.wall_s)
         result[name] = ranked[len(ranked) // 2].summary()  # the median round
         result[name]["rounds_tokens_per_s"] = [round(r.tokens / r.wall_s, 1) for r in mode_runs]
-    # Offline last, alone: the servers are down by now.
-    result.update(bench_offline(model_dir, args, work))
+    if args.offline:  # last, alone: the servers are down by now
+        result.update(bench_offline(model_dir, args, work))
 
-    def tps(name: str) -> float:
-        return float(result[name]["output_tokens_per_s"])
+    def ratio(a: str, b: str, field_name: str) -> float | None:
+        if a not in result or b not in result or not result[b].get(field_name):
+            return None
+        return round(float(result[a][field_name]) / float(result[b][field_name]), 3)
 
     result["ratios"] = {
-        "sax_vs_vllm_server_tokens_per_s": round(tps("sax_generate") / tps("vllm_server"), 3),
-        "sax_stream_vs_vllm_server_stream_tokens_per_s": round(
-            tps("sax_generate_stream") / tps("vllm_server_stream"), 3
-        ),
-        "sax_vs_offline_tokens_per_s": round(tps("sax_generate") / tps("offline"), 3),
-        "sax_vs_sequential_tokens_per_s": round(tps("sax_generate") / tps("sequential"), 2),
+        f"{a}_vs_{b}_{f}": ratio(a, b, f)
+        for a, b, f in [
+            ("sax_openai", "vllm_server", "output_tokens_per_s"),
+            ("sax_openai_stream", "vllm_server_stream", "output_tokens_per_s"),
+            ("sax_openai_stream", "vllm_server_stream", "ttft_p50_ms"),
+            ("sax_openai", "vllm_server", "latency_p50_ms"),
+            ("sax_generate", "vllm_server", "output_tokens_per_s"),
+            ("sax_generate_stream", "vllm_server_stream", "output_tokens_per_s"),
+            ("sax_generate_stream", "vllm_server_stream", "ttft_p50_ms"),
+            ("sax_generate", "offline", "output_tokens_per_s"),
+        ]
+        if ratio(a, b, f) is not None
     }
     return result
 
@@ -475,6 +676,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per mode")
     parser.add_argument("--sequential", type=int, default=8, help="baseline requests")
     parser.add_argument("--overhead-calls", type=int, default=300)
+    parser.add_argument("--settings", choices=["defaults", "same"], default="defaults")
+    parser.add_argument("--workload", choices=["distinct", "prefix"], default="distinct")
+    parser.add_argument("--modes", default="", help="comma-separated subset of the modes")
+    parser.add_argument("--offline", action="store_true", help="also run offline vLLM")
+    parser.add_argument("--system-prompts", type=int, default=8, help="prefix workload")
+    parser.add_argument("--system-chars", type=int, default=560, help="prefix workload")
     parser.add_argument("--offline-worker", metavar="MODEL_DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

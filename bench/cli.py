@@ -1,0 +1,133 @@
+"""CLI start-up benchmark: wall time of ``saxutil ls``, ``publish`` and ``lm.generate`` on a live cell.
+
+Run by hand (never as a test); prints ONE JSON line. Starts a local cell (``sax admin-server``
+and a ``sax model-server`` with the test backend), publishes the ``Echo`` test servable, then
+times each command end to end as a user runs it (process start, imports, the admin or replica
+round trip, output), so the figure is the CLI's own cost, not an engine's:
+
+- with ``hyperfine`` when it is installed (``--warmup 2``, ``--runs N``): its mean and median;
+- with ``subprocess`` timing in Python (same commands, N runs): median and p90;
+- ``python -c pass`` on the same interpreter: the floor any Python CLI pays.
+
+    .venv/bin/python bench/cli.py --runs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from data_plane import BIN, configure_cell, free_port, pct, process, wait_http
+
+TARGET_S = 0.3
+
+
+def commands(root: Path, cell: str) -> dict[str, list[str]]:
+    saxutil = str(BIN / "saxutil")
+    flag = f"--sax_root={root}"
+    return {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "saxutil ls": [saxutil, flag, "ls", cell],
+        "saxutil publish": [
+            *(saxutil, flag, "publish", f"{cell}/cli"),
+            *("sax.models.test.Echo", "None", "1"),
+        ],
+        "saxutil lm.generate": [saxutil, flag, "lm.generate", f"{cell}/echo", "hello"],
+    }
+
+
+def unpublish(root: Path, cell: str) -> None:
+    subprocess.run(
+        [str(BIN / "saxutil"), f"--sax_root={root}", "unpublish", f"{cell}/cli"],
+        capture_output=True,
+    )
+
+
+def time_subprocess(cmd: list[str], runs: int, reset: Any = None) -> dict[str, float | None]:
+    walls = []
+    for _ in range(runs):
+        if reset is not None:
+            reset()
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        walls.append(time.perf_counter() - start)
+    return {
+        "median_s": round(statistics.median(walls), 3),
+        "p90_s": round(pct(walls, 0.9) or 0.0, 3),
+    }
+
+
+def time_hyperfine(cmd: list[str], runs: int, prepare: str | None, work: Path) -> dict[str, float]:
+    out = work / "hyperfine.json"
+    args = ["hyperfine", "--warmup", "2", "--runs", str(runs), "-N", "--export-json", str(out)]
+    if prepare:
+        args += ["--prepare", prepare, "-S", "/bin/sh"]
+        args.remove("-N")
+    subprocess.run([*args, subprocess.list2cmdline(cmd)], check=True, capture_output=True)
+    [result] = json.loads(out.read_text())["results"]
+    return {"mean_s": round(result["mean"], 3), "median_s": round(result["median"], 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="sax-bench-cli-"))
+    root, cell = work / "sax_root", "/sax/bench"
+    common = ["--sax_cell", cell, "--sax_root", str(root)]
+    configure_cell(common, root / "fs")
+    admin_port, server_port = free_port(), free_port()
+    sax = str(BIN / "sax")
+    result: dict[str, Any] = {
+        "bench": "cli",
+        "runs": args.runs,
+        "cpus": os.cpu_count(),
+        "load_1m": round(os.getloadavg()[0], 2),
+        "hyperfine": bool(shutil.which("hyperfine")),
+    }
+    server = [sax, "model-server", *common, "--port", str(server_port), "--backends", "test"]
+    with (
+        process([sax, "admin-server", *common, "--port", str(admin_port)], work / "admin.log"),
+        process(server, work / "model_server.log"),
+    ):
+        wait_http(f"http://127.0.0.1:{admin_port}/healthz", 60, work / "admin.log")
+        wait_http(f"http://127.0.0.1:{server_port}/healthz", 60, work / "model_server.log")
+        saxutil = [str(BIN / "saxutil"), f"--sax_root={root}"]
+        subprocess.run(
+            [*saxutil, "publish", f"{cell}/echo", "sax.models.test.Echo", "None", "1"], check=True
+        )
+        subprocess.run([*saxutil, "wait", f"{cell}/echo"], check=True, capture_output=True)
+        unpublish_cmd = subprocess.list2cmdline([*saxutil, "unpublish", f"{cell}/cli"])
+        for name, cmd in commands(root, cell).items():
+            reset = (lambda: unpublish(root, cell)) if name == "saxutil publish" else None
+            row: dict[str, Any] = {"subprocess": time_subprocess(cmd, args.runs, reset)}
+            if result["hyperfine"]:
+                prepare = f"{unpublish_cmd} || true" if reset else None
+                row["hyperfine"] = time_hyperfine(cmd, args.runs, prepare, work)
+            result[name] = row
+    floor = result["python -c pass"]["subprocess"]["median_s"]
+    result["target_s"] = TARGET_S
+    result["met"] = {
+        name: row["subprocess"]["median_s"] <= TARGET_S
+        for name, row in result.items()
+        if name.startswith("saxutil")
+    }
+    result["above_python_floor_s"] = {
+        name: round(row["subprocess"]["median_s"] - floor, 3)
+        for name, row in result.items()
+        if name.startswith("saxutil ")
+    }
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
