@@ -7,7 +7,7 @@ PYTHON ?= python3
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install browser demo test lint bench-control bench-data bench-jax openapi clean
+.PHONY: install browser demo test lint bench-control bench-data bench-jax bench-vision openapi clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,9 @@ bench-data: install
 
 bench-jax: install
 	$(PY) bench/jax_engine.py
+
+bench-vision: install
+	$(PY) bench/vision.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
