@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,6 +39,7 @@ from sax.server.servable import LoadSpec, ServableConfig
 from sax.server.vision import IMAGE_FIELD, ExtraKey, VisionServable, vision_extra
 
 _MIB = 1 << 20
+_BUILD_LOCK = threading.Lock()
 
 
 class VisionConfig(ServableConfig):
@@ -102,9 +104,14 @@ class TorchVisionServable(VisionServable):
             max_bytes=self.config.max_image_bytes, max_side=self.config.max_image_side
         )
 
+    def _build_locked(self) -> dict[str, BatchFn]:
+        # transformers and diffusers build models under process-wide patches (meta-device
+        # initialisation); two threads building at once corrupt each other's modules.
+        with _BUILD_LOCK:
+            return self.build(self.model_dir())
+
     async def load(self) -> None:
-        model_dir = await asyncio.to_thread(self.model_dir)
-        lanes = await asyncio.to_thread(self.build, model_dir)
+        lanes = await asyncio.to_thread(self._build_locked)
         self.batcher = Batcher(
             lanes,
             max_batch_size=self.config.max_batch_size,
