@@ -8,7 +8,9 @@ checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,18 @@ def color_png(color: str, seed: int = 123, size: int = 48) -> bytes:
     return out.getvalue()
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Trains on one intra-op thread: tiny models gain nothing from two, and on a busy machine
+    two spinning threads make every step many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _pixels(out: Path, images: list[Image.Image]) -> torch.Tensor:
     from transformers import AutoImageProcessor
 
@@ -49,13 +63,14 @@ def train_classifier(out: Path, steps: int = 40) -> Path:
     model = tiny.build_classifier(out, labels=NAMES)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(steps):
-        labels = rng.integers(0, len(NAMES), 16)
-        pixels = _pixels(out, [color_image(NAMES[i], rng) for i in labels])
-        loss = model(pixel_values=pixels, labels=torch.tensor(labels)).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    with one_thread():
+        for _ in range(steps):
+            labels = rng.integers(0, len(NAMES), 16)
+            pixels = _pixels(out, [color_image(NAMES[i], rng) for i in labels])
+            loss = model(pixel_values=pixels, labels=torch.tensor(labels)).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
     model.save_pretrained(out, safe_serialization=True)
     return out
 
@@ -69,18 +84,19 @@ def train_clip(out: Path, steps: int = 60) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(str(out))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(steps):
-        order = [NAMES[i] for i in rng.permutation(len(NAMES))]
-        pixels = _pixels(out, [color_image(c, rng) for c in order])
-        text = tokenizer([caption(c) for c in order], padding=True, return_tensors="pt")
-        loss = model(
-            input_ids=text["input_ids"],
-            attention_mask=text["attention_mask"],
-            pixel_values=pixels,
-            return_loss=True,
-        ).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    with one_thread():
+        for _ in range(steps):
+            order = [NAMES[i] for i in rng.permutation(len(NAMES))]
+            pixels = _pixels(out, [color_image(c, rng) for c in order])
+            text = tokenizer([caption(c) for c in order], padding=True, return_tensors="pt")
+            loss = model(
+                input_ids=text["input_ids"],
+                attention_mask=text["attention_mask"],
+                pixel_values=pixels,
+                return_loss=True,
+            ).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
     model.save_pretrained(out, safe_serialization=True)
     return out
