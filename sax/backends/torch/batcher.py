@@ -11,7 +11,7 @@ adds at most ``max_wait_s`` to a lone request.
 Contracts:
 - A lane function takes a list of inputs and returns one output per input, in order; an
   exception fails every request of that batch with it (`SaxError`s pass through unchanged, others
-  become INTERNAL).
+  become INTERNAL with a request id; their text goes to the log only).
 - A caller that is cancelled (deadline, client disconnect) before its batch starts is dropped
   from the queue; once its batch runs, the result is discarded.
 - `close` stops the thread after the batch in progress and fails queued requests with
