@@ -25,6 +25,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -72,6 +73,12 @@ def _locked(lock_path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+# Building a model in-process (transformers/diffusers construct it under process-wide patches
+# such as meta-device initialisation) is not thread-safe: two loader threads building at once
+# corrupt each other's modules. Every in-process build takes this lock.
+MODEL_BUILD_LOCK = threading.RLock()
+
+
 def cached_dir(name: str, build: Callable[[Path], None]) -> Path:
     """Returns ``<cache>/<name>``, calling ``build(tmp_dir)`` under a lock the first time.
 
@@ -81,7 +88,9 @@ def cached_dir(name: str, build: Callable[[Path], None]) -> Path:
     final = cache_root() / name
     if final.is_dir():
         return final
-    with _locked(cache_root() / ".locks" / f"{name}.lock"):
+    # The thread lock first, then the file lock: one order everywhere, so no two loader
+    # threads of this process can hold one each.
+    with MODEL_BUILD_LOCK, _locked(cache_root() / ".locks" / f"{name}.lock"):
         if final.is_dir():  # another process built it while we waited
             return final
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=cache_root()))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,7 +38,6 @@ from sax.server.servable import LoadSpec, ServableConfig
 from sax.server.vision import IMAGE_FIELD, ExtraKey, VisionServable, vision_extra
 
 _MIB = 1 << 20
-_BUILD_LOCK = threading.Lock()
 
 
 class VisionConfig(ServableConfig):
@@ -107,7 +105,7 @@ class TorchVisionServable(VisionServable):
     def _build_locked(self) -> dict[str, BatchFn]:
         # transformers and diffusers build models under process-wide patches (meta-device
         # initialisation); two threads building at once corrupt each other's modules.
-        with _BUILD_LOCK:
+        with assets.MODEL_BUILD_LOCK:
             return self.build(self.model_dir())
 
     async def load(self) -> None:
