@@ -112,13 +112,15 @@ class Model:
         return servable
 
     def gate(self, method: str) -> Gate:
-        """The gate of `method`; UNIMPLEMENTED if not served. The caller checks the ACL
-        (`spec.acls`) first."""
+        """The gate of `method`; INVALID_ARGUMENT naming what the model serves if it does not
+        serve `method` (a caller's mistake, not the server's: a 400, never retried). The caller
+        checks the ACL (`spec.acls`) first."""
         gate = self.gates.get(method)
         if gate is None:
             raise SaxError(
-                Code.UNIMPLEMENTED,
-                f"model {self.model_id} ({self.spec.model_path}) does not serve {method}",
+                Code.INVALID_ARGUMENT,
+                f"model {self.model_id} ({self.spec.model_path}) does not serve {method}; it"
+                f" serves {', '.join(sorted(self.gates)) or 'nothing'}",
             )
         return gate
 

@@ -69,9 +69,12 @@ async def test_generate_score_embed_status_and_errors() -> None:
         r = await c.get("/v1/models/m/lm.generate")
         assert r.status_code == 405 and "error" in r.json()
         r = await c.post("/v1/models/m/lm.gradient", json={"prefix": "a", "suffix": "b"})
-        assert r.status_code == 501 and "lm.gradient" in r.json()["error"]["message"]
+        assert (
+            r.status_code == 400
+            and "does not serve lm.gradient; it serves lm.embed" in (r.json()["error"]["message"])
+        )
         r = await c.post("/v1/models/m/vm.classify", json={"image_bytes": ""})
-        assert r.status_code == 501 and r.json()["error"]["code"] == "UNIMPLEMENTED"
+        assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_ARGUMENT"
 
         status = ServerStatus.model_validate_json((await c.get("/v1/status")).content)
         assert status.address == server.address

@@ -160,11 +160,11 @@ async def test_bad_input_is_a_400_naming_the_field(
         assert error["param"] == param
 
 
-async def test_vision_methods_of_other_models_are_501(vision_server: Served) -> None:
+async def test_methods_a_model_does_not_serve_are_400(vision_server: Served) -> None:
     r = await post(vision_server, "echo", "vm.classify", {"image_bytes": b64(png())})
-    assert r.status_code == 501 and r.json()["error"]["code"] == "UNIMPLEMENTED"
+    assert r.status_code == 400 and r.json()["error"]["code"] == "INVALID_ARGUMENT"
     r = await post(vision_server, "classifier", "vm.detect", {"image_bytes": b64(png())})
-    assert r.status_code == 501
+    assert r.status_code == 400 and "it serves vm.classify" in r.json()["error"]["message"]
 
 
 async def test_concurrent_requests_are_batched_with_the_same_answers(vision_server: Served) -> None:
