@@ -41,7 +41,7 @@ class StreamOptions(_In):
 
 
 class JsonSchemaFormat(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, strict=True)
 
     name: str | None = None
     json_schema: dict[str, Any] | None = Field(None, alias="schema")
@@ -210,7 +210,7 @@ class ContentPart(_In):
 class ChatMessage(BaseModel):
     # Messages tolerate OpenAI's other message fields (name, tool_call_id...), which do not
     # reach the template; content parts other than text are refused.
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
