@@ -121,9 +121,11 @@ async def test_generate_stream_sends_chunks_then_done() -> None:
 
 
 async def test_stream_deadline_mid_stream_is_an_error_event() -> None:
+    # 40 words at 0.2 s each take 8 s; the first arrives long before the 3 s deadline, even on
+    # a busy machine, and the deadline passes long before the last.
     slow = assign("m", overrides={"reply_delay_s": 0.2})
     async with echo_server(slow) as (server, url), httpx.AsyncClient(base_url=url) as c:
-        body = {"text": "a b c d e f g", "timeout_s": 0.5}
+        body = {"text": " ".join(["word"] * 40), "timeout_s": 3.0}
         async with c.stream("POST", "/v1/models/m/lm.generate_stream", json=body) as r:
             assert r.status_code == 200
             events = await sse_events(r)
