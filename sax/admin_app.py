@@ -99,7 +99,9 @@ def create_app(cell: Cell, auth: AuthSource | None = None) -> FastAPI:
         return await cell.get(name)
 
     @app.patch("/v1/models/{name}", tags=["models"])
-    async def update_model(name: str, request: UpdateRequest, access: Access = caller_access) -> ModelInfo:
+    async def update_model(
+        name: str, request: UpdateRequest, access: Access = caller_access
+    ) -> ModelInfo:
         """Change replicas, checkpoint, overrides or ACLs; model_path is immutable. Needs the
         cell's or the model's admin ACL."""
         return await cell.update(name, request, access)
@@ -137,7 +139,9 @@ def create_app(cell: Cell, auth: AuthSource | None = None) -> FastAPI:
         return await cell.servers()
 
     @app.post("/v1/servers:join", tags=["servers"])
-    async def join(request: JoinRequest, http: Request, access: Access = caller_access) -> JoinResponse:
+    async def join(
+        request: JoinRequest, http: Request, access: Access = caller_access
+    ) -> JoinResponse:
         """Model server long-poll join: answered at once when the server needs news, else
         held until its assignment changes or the poll timeout passes. Needs the cell's admin
         ACL; reports of models not assigned to the server are ignored."""
