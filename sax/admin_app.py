@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException
 from sax.admin import status_page
 from sax.admin.cell import Cell
 from sax.allow import error_headers
-from sax.api_docs import fastapi_app
+from sax.api_docs import fastapi_app, optional_bearer
 from sax.auth.acl import Access
 from sax.auth.http import WWW_AUTHENTICATE, access_for
 from sax.auth.source import AuthSource
@@ -256,5 +256,5 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             responses = op.setdefault("responses", {})
             responses.pop("422", None)
             responses["default"] = error
-    app.openapi_schema = spec
+    app.openapi_schema = optional_bearer(spec)
     return spec

@@ -43,15 +43,26 @@ def without_validation_422(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def optional_bearer(spec: dict[str, Any]) -> dict[str, Any]:
+    """`spec` (changed in place) with the bearer scheme optional on every operation: a cell
+    with auth off, and ACLs that admit everyone, need no token (``security: [{}, bearer]``)."""
+    for path in spec.get("paths", {}).values():
+        for op in path.values():
+            security = op.get("security")
+            if security and {} not in security:
+                op["security"] = [{}, *security]
+    return spec
+
+
 def fastapi_app(**kwargs: Any) -> FastAPI:
     """A FastAPI app (`kwargs` as for `FastAPI`) with offline ``/docs`` and ``/redoc``,
-    readable operation ids, and a spec without 422s."""
+    readable operation ids, and a spec without 422s whose bearer token is optional."""
     app = FastAPIOffline(generate_unique_id_function=operation_id, **kwargs)
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = without_validation_422(build())
+            app.openapi_schema = optional_bearer(without_validation_422(build()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
