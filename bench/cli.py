@@ -10,6 +10,7 @@ round trip, output), so the figure is the CLI's own cost, not an engine's:
 - ``python -c pass`` on the same interpreter: the floor any Python CLI pays.
 
     .venv/bin/python bench/cli.py --runs 20
+    .venv/bin/python bench/cli.py --runs 20 --baseline /path/to/older/checkout
 """
 
 from __future__ import annotations
@@ -31,18 +32,23 @@ from data_plane import BIN, configure_cell, free_port, pct, process, wait_http
 TARGET_S = 0.3
 
 
-def commands(root: Path, cell: str) -> dict[str, list[str]]:
-    saxutil = str(BIN / "saxutil")
+def commands(root: Path, cell: str, baseline: str | None) -> dict[str, list[str]]:
+    """The timed commands; with `baseline` (a source tree holding an older ``sax`` package),
+    each saxutil command also as ``baseline <command>`` run from that tree."""
     flag = f"--sax_root={root}"
-    return {
-        "python -c pass": [sys.executable, "-c", "pass"],
-        "saxutil ls": [saxutil, flag, "ls", cell],
-        "saxutil publish": [
-            *(saxutil, flag, "publish", f"{cell}/cli"),
-            *("sax.models.test.Echo", "None", "1"),
-        ],
-        "saxutil lm.generate": [saxutil, flag, "lm.generate", f"{cell}/echo", "hello"],
+    args = {
+        "ls": ["ls", cell],
+        "publish": ["publish", f"{cell}/cli", "sax.models.test.Echo", "None", "1"],
+        "lm.generate": ["lm.generate", f"{cell}/echo", "hello"],
     }
+    out = {"python -c pass": [sys.executable, "-c", "pass"]}
+    for name, rest in args.items():
+        out[f"saxutil {name}"] = [str(BIN / "saxutil"), flag, *rest]
+    if baseline:
+        run = f"import sys; sys.path.insert(0, {baseline!r}); from sax.cli.saxutil import main; main()"
+        for name, rest in args.items():
+            out[f"baseline {name}"] = [sys.executable, "-c", run, flag, *rest]
+    return out
 
 
 def unpublish(root: Path, cell: str) -> None:
@@ -80,6 +86,9 @@ def time_hyperfine(cmd: list[str], runs: int, prepare: str | None, work: Path) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument(
+        "--baseline", help="a source tree with an older sax package to time side by side"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sax-bench-cli-"))
     root, cell = work / "sax_root", "/sax/bench"
@@ -107,8 +116,8 @@ def main() -> None:
         )
         subprocess.run([*saxutil, "wait", f"{cell}/echo"], check=True, capture_output=True)
         unpublish_cmd = subprocess.list2cmdline([*saxutil, "unpublish", f"{cell}/cli"])
-        for name, cmd in commands(root, cell).items():
-            reset = (lambda: unpublish(root, cell)) if name == "saxutil publish" else None
+        for name, cmd in commands(root, cell, args.baseline).items():
+            reset = (lambda: unpublish(root, cell)) if name.endswith(" publish") else None
             row: dict[str, Any] = {"subprocess": time_subprocess(cmd, args.runs, reset)}
             if result["hyperfine"]:
                 prepare = f"{unpublish_cmd} || true" if reset else None
@@ -124,8 +133,17 @@ def main() -> None:
     result["above_python_floor_s"] = {
         name: round(row["subprocess"]["median_s"] - floor, 3)
         for name, row in result.items()
-        if name.startswith("saxutil ")
+        if name.startswith(("saxutil ", "baseline "))
     }
+    if args.baseline:
+        result["new_vs_baseline"] = {
+            name: round(
+                result[f"saxutil {name}"]["subprocess"]["median_s"]
+                / result[f"baseline {name}"]["subprocess"]["median_s"],
+                3,
+            )
+            for name in ("ls", "publish", "lm.generate")
+        }
     print(json.dumps(result), flush=True)
 
 

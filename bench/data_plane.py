@@ -429,12 +429,18 @@ def system_prompts(n: int, salt: int, chars: int) -> list[str]:
     return out
 
 
-def prefix_workload(n: int, systems: list[str]) -> list[str]:
-    """`n` requests, each a system prompt (round robin) and a short distinct question."""
-    return [
+def prefix_workload(n: int, systems: list[str], seed: int) -> list[str]:
+    """`n` requests, each a system prompt and a short distinct question, in a seeded random
+    order: in a fixed rotation, load-only choice alternates replicas in step with the rotation
+    and lands repeats together by accident."""
+    import random
+
+    texts = [
         f"{systems[i % len(systems)]}Question {i}: what about the {WORDS[i % 20]}?"
         for i in range(n)
     ]
+    random.Random(seed).shuffle(texts)
+    return texts
 
 
 async def prefix_cache_counters(http: httpx.AsyncClient, urls: list[str]) -> tuple[float, float]:
@@ -480,13 +486,13 @@ async def bench_prefix(model_dir: Path, args: argparse.Namespace, work: Path) ->
         await load(modes["load"], prompts(args.concurrency), args.concurrency)  # warm up
         rows: dict[str, list[dict[str, Any]]] = {}
         salt = 0
-        for _ in range(args.rounds):
+        for round_index in range(args.rounds):
             for workload in ("shared", "distinct"):
                 for name, fn in modes.items():
                     salt += 1
                     if workload == "shared":
                         systems = system_prompts(args.system_prompts, salt, args.system_chars)
-                        texts = prefix_workload(args.requests, systems)
+                        texts = prefix_workload(args.requests, systems, seed=round_index)
                     else:
                         texts = [f"[{salt}] {t}" for t in prompts(args.requests)]
                     q0, h0 = await prefix_cache_counters(http, cell.server_urls)

@@ -8,7 +8,6 @@ quirk of keeping a stale address set (the WatchLoc loop resets on a full set, se
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import time
@@ -192,6 +191,8 @@ class AsyncAdminClient:
         params: dict[str, Any] | None = None,
         attempt_timeout_s: float = ATTEMPT_TIMEOUT_S,
     ) -> Any:
+        import asyncio  # here, not at the top: the blocking CLI never loads it
+
         backoff = Backoff(deadline)
         last: SaxError | None = None
         while True:

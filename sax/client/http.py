@@ -8,15 +8,17 @@ connection instead of paying a TCP handshake. ``trust_env=False``: cell traffic 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from sax.errors import Code, SaxError
+
+if TYPE_CHECKING:
+    import asyncio  # imported where a loop runs, so the blocking CLI never loads it
 
 CONNECT_TIMEOUT_S = 2.0  # Saxml's model-server dial timeout
 _LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=60.0)
@@ -41,6 +43,8 @@ def sync_client() -> httpx.Client:
 
 def async_client() -> httpx.AsyncClient:
     """The AsyncClient of the running loop (an AsyncClient cannot cross event loops)."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
