@@ -39,6 +39,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette import EventSourceResponse
+from sse_starlette.sse import AppStatus
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
 
@@ -87,6 +88,11 @@ from sax.server.vision import as_vision
 from sax.store import CellStore
 
 log = logging.getLogger(__name__)
+
+# The model server drains its streams itself on SIGTERM (`sax.server.main`) before it closes
+# HTTP. sse-starlette's automatic drain is process-wide: once any uvicorn server in the process
+# stops, it ends every stream of every other server too.
+AppStatus.enable_automatic_graceful_drain = False
 
 JSON = "application/json"
 LOADED = ReplicaStatus.LOADED
