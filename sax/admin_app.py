@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException
 from sax.admin import status_page
 from sax.admin.cell import Cell
 from sax.allow import error_headers
-from sax.api_docs import fastapi_app, optional_bearer
+from sax.api_docs import fastapi_app, optional_bearer, quietly
 from sax.auth.acl import Access
 from sax.auth.http import WWW_AUTHENTICATE, access_for
 from sax.auth.source import AuthSource
@@ -238,8 +238,10 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's spec, with our error body in place of its 422 (we answer 400)."""
     if app.openapi_schema:
         return app.openapi_schema
-    spec = get_openapi(
-        title=app.title, version=app.version, description=app.description, routes=app.routes
+    spec = quietly(
+        lambda: get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
     )
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
