@@ -10,8 +10,9 @@ Stop, on SIGTERM or SIGINT, in this order:
    leaving: the admin drops it at once, so clients stop being routed here and its replicas are
    re-placed while the port is still open;
 2. requests in flight finish, for at most ``drain_timeout_s``;
-3. the HTTP server closes, every model is unloaded (each bounded by ``unload_timeout_s``), and any
-   child process still alive is killed, so no engine process outlives the server;
+3. every model is unloaded (each bounded by ``unload_timeout_s``) while HTTP still answers, so a
+   request the drain did not see finish gets a retryable 503; then the HTTP server closes and
+   any child process still alive is killed, so no engine process outlives the server;
 4. `serve` returns and the process exits 0.
 """
 
@@ -112,10 +113,13 @@ async def shut_down(
                 server.inflight(),
                 server.opts.drain_timeout_s,
             )
+    # Unload while HTTP still serves: a request the drain did not see finish gets the engine's
+    # retryable 503 ("the model was unloaded") and its client retries elsewhere, where a request
+    # cut by a closing server would get a 500 or a reset.
+    await server.shutdown()
     http.should_exit = True
     with contextlib.suppress(Exception):
         await asyncio.wait_for(serving, (http.config.timeout_graceful_shutdown or 5) + 5)
-    await server.shutdown()
     await asyncio.to_thread(kill_children)
     log.info("Model server stopped")
 
@@ -135,4 +139,5 @@ def kill_children(grace_s: float = 1.0) -> None:
         with contextlib.suppress(psutil.Error):
             log.info("Killing leftover child process %d (%s)", child.pid, child.name())
             child.kill()
-    psutil.wait_procs(alive, timeout=grace_s)
+    # A killed process holding GBs can take seconds to free its memory (and vanish).
+    psutil.wait_procs(alive, timeout=10 * grace_s)

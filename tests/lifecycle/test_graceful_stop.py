@@ -57,7 +57,7 @@ def _running(procs: list[psutil.Process]) -> list[psutil.Process]:
 
 def test_sigterm_drains_leaves_the_cell_and_stops_every_engine(tmp_path: Path) -> None:
     with RealCell(tmp_path) as cell:
-        servers = cell.model_servers(2, flags=("--backends=vllm", "--drain_timeout=60"))
+        servers = cell.model_servers(2, flags=("--backends=vllm", "--drain_timeout=20"))
         out = cell.saxutil("publish", "/sax/test/tiny", TINY, "None", "2", *TINY_OVERRIDES)
         assert out.returncode == 0, out.stderr
         done = cell.saxutil("wait", "/sax/test/tiny", "--timeout", "600", timeout=660)
@@ -109,7 +109,8 @@ def test_sigterm_drains_leaves_the_cell_and_stops_every_engine(tmp_path: Path) -
         for w in workers:
             w.join(60)
         assert failures == []
-        assert _running(tree_a) == [], _running(tree_a)
+        # The tree is gone (a killed process may still be freeing its memory for a moment).
+        wait_for(lambda: not _running(tree_a), timeout_s=30)
         assert "Left the cell" in proc_a.output()
 
 
