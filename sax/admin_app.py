@@ -13,28 +13,23 @@ and models' admin ACLs against the live cell config (`sax.auth`): 401 without va
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.exceptions import HTTPException
 
 from sax.admin import status_page
 from sax.admin.cell import Cell
-from sax.allow import error_headers
 from sax.api_docs import fastapi_app, optional_bearer, quietly
 from sax.auth.acl import Access
-from sax.auth.http import WWW_AUTHENTICATE, access_for
+from sax.auth.http import access_for
 from sax.auth.source import AuthSource
 from sax.body_limit import BodyLimit
-from sax.errors import HTTP_STATUS, Code, SaxError, internal
-from sax.request_errors import validation_error
+from sax.http_errors import install_error_handlers
 from sax.schemas import (
     MAX_BODY_BYTES,
     CellStats,
@@ -51,10 +46,6 @@ from sax.schemas import (
     WaitResponse,
     WatchResult,
 )
-
-log = logging.getLogger(__name__)
-
-_CODE_BY_STATUS = {status: code for code, status in HTTP_STATUS.items()}
 
 
 def create_app(cell: Cell, auth: AuthSource | None = None) -> FastAPI:
@@ -80,7 +71,7 @@ def create_app(cell: Cell, auth: AuthSource | None = None) -> FastAPI:
         "their replicas are, and the model servers' join protocol.",
         lifespan=lifespan,
     )
-    _install_errors(app)
+    install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)  # type: ignore[arg-type]
 
     @app.post("/v1/models", status_code=201, tags=["models"])
@@ -192,46 +183,6 @@ async def _until_disconnected(request: Request) -> None:
     """Returns when the client closes its connection (the body is already read)."""
     while (await request.receive())["type"] != "http.disconnect":
         pass
-
-
-def error_response(code: Code, message: str, status: int | None = None) -> JSONResponse:
-    headers = WWW_AUTHENTICATE if code == Code.UNAUTHENTICATED else None
-    return JSONResponse(
-        SaxError(code, message).to_body(), status_code=status or HTTP_STATUS[code], headers=headers
-    )
-
-
-def _install_errors(app: FastAPI) -> None:
-    async def sax_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, SaxError)
-        headers = WWW_AUTHENTICATE if exc.code == Code.UNAUTHENTICATED else None
-        return JSONResponse(exc.to_body(), status_code=exc.http_status, headers=headers)
-
-    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        err = validation_error(exc.errors())
-        return JSONResponse(err.to_body(), status_code=err.http_status)
-
-    async def http_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, HTTPException)
-        code = _CODE_BY_STATUS.get(exc.status_code)
-        if code is None:
-            code = Code.INVALID_ARGUMENT if exc.status_code < 500 else Code.INTERNAL
-        message = str(exc.detail)
-        if exc.status_code == 404 and message == "Not Found":
-            message = "no such route"
-        response = error_response(code, message, exc.status_code)
-        response.headers.update(error_headers(exc, app.router.routes, request.scope))
-        return response
-
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        err = internal(exc, f"{request.method} {request.url.path}", log)
-        return error_response(err.code, err.message)
-
-    app.add_exception_handler(SaxError, sax_error)
-    app.add_exception_handler(RequestValidationError, on_validation)
-    app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(Exception, internal_error)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
