@@ -66,13 +66,22 @@ def cancelled_on_disconnect(receive: Receive | None) -> Iterator[None]:
 class Gate:
     """Admission and accounting for one (model, method)."""
 
-    __slots__ = ("limit", "method", "model_id", "stats")
+    __slots__ = ("limit", "method", "model_id", "observe_latency", "stats")
 
-    def __init__(self, model_id: str, method: str, limit: int, stats: RequestStats) -> None:
+    def __init__(
+        self,
+        model_id: str,
+        method: str,
+        limit: int,
+        stats: RequestStats,
+        observe_latency: Callable[[float], None] | None = None,
+    ) -> None:
+        """`observe_latency(seconds)` gets each successful request's latency (a histogram)."""
         self.model_id = model_id
         self.method = method
         self.limit = limit
         self.stats = stats
+        self.observe_latency = observe_latency
 
     def admit(self, cost: int = 1) -> float:
         """Takes `cost` slots (a batched request's items) or raises RESOURCE_EXHAUSTED; returns
@@ -90,6 +99,8 @@ class Gate:
     def release(self, start: float, ok: bool, cost: int = 1) -> None:
         self.stats.pending -= cost
         self.stats.record(start, ok)
+        if ok and self.observe_latency is not None:
+            self.observe_latency(self.stats.now() - start)
 
     def deadline_error(self, timeout_s: float) -> SaxError:
         return SaxError(

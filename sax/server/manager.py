@@ -1,4 +1,4 @@
-"""`ModelServer`: the models one server holds, their lifecycle, and lookups for the data routes.
+"""`ModelServer`: the replicas one server holds, their lifecycle, and lookups for the data routes.
 
 The admin's assignment is the desired state; `apply` reconciles towards it without waiting:
 missing models load in the background (at most `max_concurrent_loads` at once), models no longer
@@ -30,10 +30,13 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import replace
 from typing import Any
 
+from prometheus_client import Histogram
+
 from sax.errors import Code, SaxError, not_found, unavailable
 from sax.schemas import Assignment, ModelReport, Probe, ReplicaStatus
 from sax.server import registry
 from sax.server.admission import Gate
+from sax.server.metrics import request_latency
 from sax.server.options import ServerOptions
 from sax.server.servable import LoadSpec, Servable
 from sax.server.stats import RequestStats
@@ -86,16 +89,23 @@ def advertised_address(opts: ServerOptions) -> str:
     return f"[{host}]:{opts.port}" if ":" in host else f"{host}:{opts.port}"
 
 
-class Model:
-    """One model on this server; `servable` serves only while `status` is LOADED."""
+class Replica:
+    """One model's replica on this server: its spec, status and per-method gates.
 
-    def __init__(self, spec: LoadSpec, limit: int) -> None:
+    `built` is the servable object from the start of its load until it is freed (None before
+    and after); `servable` returns it only while `status` is LOADED.
+    """
+
+    def __init__(self, spec: LoadSpec, limit: int, latency: Histogram | None = None) -> None:
+        """`limit`: requests in flight per method; `latency`: the server's request latency
+        histogram, observed per (model, method)."""
         self.spec = spec
         self.status = ReplicaStatus.LOADING
         self.failure_reason = ""
-        self.servable: Servable | None = None
+        self.built: Servable | None = None
         self.task: asyncio.Task[None] | None = None
         self.limit = limit
+        self.latency = latency
         self.gates: dict[str, Gate] = {}
         self.engine_died = False  # FAILED after serving: its engine died
 
@@ -104,9 +114,9 @@ class Model:
         return self.spec.model_id
 
     @property
-    def engine(self) -> Servable:
-        """The servable of a LOADED model (NOT_FOUND if it was unloaded meanwhile)."""
-        servable = self.servable
+    def servable(self) -> Servable:
+        """The servable of a LOADED replica (NOT_FOUND if it was unloaded meanwhile)."""
+        servable = self.built
         if servable is None or self.status is not ReplicaStatus.LOADED:
             raise not_found(f"model {self.model_id} is not loaded on this server")
         return servable
@@ -126,11 +136,21 @@ class Model:
 
     def mark_loaded(self, servable: Servable) -> None:
         """Makes the model servable: one gate (admission + stats) per declared method."""
-        self.servable = servable
-        self.gates = {
-            m: Gate(self.model_id, m, self.limit, RequestStats()) for m in sorted(servable.methods)
-        }
+        self.built = servable
+        self.gates = {m: self._gate(m) for m in sorted(servable.methods)}
         self.status = ReplicaStatus.LOADED
+
+    def _gate(self, method: str) -> Gate:
+        latency = self.latency
+        observe = latency.labels(self.model_id, method).observe if latency is not None else None
+        return Gate(self.model_id, method, self.limit, RequestStats(), observe)
+
+    def forget_latency(self) -> None:
+        """Stops exporting this replica's latency series (it is gone from this server)."""
+        if self.latency is not None:
+            for method in self.gates:
+                with contextlib.suppress(KeyError):
+                    self.latency.remove(self.model_id, method)
 
     def report(self) -> ModelReport:
         return ModelReport(
@@ -145,7 +165,7 @@ class Model:
 
 
 class ModelServer:
-    """Models by id plus their lifecycle; the HTTP app and the join loop drive it."""
+    """Replicas by model id plus their lifecycle; the HTTP app and the join loop drive it."""
 
     def __init__(self, opts: ServerOptions) -> None:
         self.opts = opts
@@ -154,7 +174,7 @@ class ModelServer:
         self.admin_address = ""
         self.admin_id = ""
         self.joined_at: float | None = None  # monotonic time of the last join reply
-        self._models: dict[str, Model] = {}
+        self._replicas: dict[str, Replica] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._load_slots = asyncio.Semaphore(max(1, opts.max_concurrent_loads))
         self._listeners: list[Callable[[], None]] = []
@@ -163,6 +183,7 @@ class ModelServer:
         self.backend_errors: dict[str, str] = {}  # backend -> why it is unavailable
         self.draining = False  # leaving the cell: the admin stops routing here
         self._supervisor: asyncio.Task[None] | None = None
+        self.latency = request_latency()  # exported by `sax.server.metrics.server_registry`
 
     def prepare_backends(self) -> dict[str, str]:
         """Imports the enabled backends and sets their process environment; call on the main
@@ -195,7 +216,7 @@ class ModelServer:
         not_ready = [
             f"{m.model_id} {m.status.value}"
             + (f" ({m.failure_reason})" if m.failure_reason else "")
-            for m in self._models.values()
+            for m in self._replicas.values()
             if m.status is not ReplicaStatus.LOADED
         ]
         checks["models"] = "; ".join(not_ready) or "ok"
@@ -207,16 +228,16 @@ class ModelServer:
     def engine_pids(self) -> dict[str, list[int]]:
         """Model id -> process ids of its engine processes (LOADED models that have some)."""
         pids = {}
-        for model in self._models.values():
-            servable = model.servable
-            if servable is not None and model.status is ReplicaStatus.LOADED:
+        for replica in self._replicas.values():
+            servable = replica.built
+            if servable is not None and replica.status is ReplicaStatus.LOADED:
                 if found := servable.engine_pids():
-                    pids[model.model_id] = found
+                    pids[replica.model_id] = found
         return pids
 
     def inflight(self) -> int:
         """Data requests admitted and not yet finished, over every model."""
-        return sum(g.stats.pending for m in self._models.values() for g in m.gates.values())
+        return sum(g.stats.pending for m in self._replicas.values() for g in m.gates.values())
 
     async def drain(self, timeout_s: float) -> bool:
         """Waits until no data request is in flight, at most `timeout_s`; True if drained."""
@@ -237,23 +258,23 @@ class ModelServer:
         and the loop goes on."""
         while True:
             await asyncio.sleep(HEALTH_POLL_S)
-            for model in list(self._models.values()):
-                servable = model.servable
-                if model.status is not ReplicaStatus.LOADED or servable is None:
+            for replica in list(self._replicas.values()):
+                servable = replica.built
+                if replica.status is not ReplicaStatus.LOADED or servable is None:
                     continue
                 try:
                     reason = servable.health()
                 except Exception as exc:
                     reason = f"the engine health check failed: {failure_reason(exc)}"
                 if reason:
-                    self._engine_died(model, reason)
+                    self._engine_died(replica, reason)
 
-    def _engine_died(self, model: Model, reason: str) -> None:
-        log.error("The engine of %s died: %s", model.model_id, reason)
-        model.status = ReplicaStatus.FAILED
-        model.failure_reason = reason
-        model.engine_died = True
-        self._spawn(self._free(model), model)
+    def _engine_died(self, replica: Replica, reason: str) -> None:
+        log.error("The engine of %s died: %s", replica.model_id, reason)
+        replica.status = ReplicaStatus.FAILED
+        replica.failure_reason = reason
+        replica.engine_died = True
+        self._spawn(self._free(replica), replica)
         self._changed()
 
     # ------------------------------------------------------------------ observers
@@ -282,41 +303,41 @@ class ModelServer:
 
     # ------------------------------------------------------------------ lookups
 
-    def models(self) -> list[Model]:
-        return list(self._models.values())
+    def replicas(self) -> list[Replica]:
+        return list(self._replicas.values())
 
-    def get(self, model_id: str) -> Model | None:
-        return self._models.get(model_id)
+    def get(self, model_id: str) -> Replica | None:
+        return self._replicas.get(model_id)
 
     def status(self, model_id: str) -> ReplicaStatus | None:
-        model = self._models.get(model_id)
-        return model.status if model else None
+        replica = self._replicas.get(model_id)
+        return replica.status if replica else None
 
     def model_id(self, name: str) -> str:
         """A short name or a full id -> the full id in this server's cell."""
         return name if name.startswith("/") else self._prefix + name
 
-    def loaded(self, name: str) -> Model:
+    def loaded(self, name: str) -> Replica:
         """The LOADED model named `name` (short or full); NOT_FOUND otherwise (clients retry
         another replica on 404)."""
-        model = self._models.get(name if name.startswith("/") else self._prefix + name)
-        if model is not None and model.status is ReplicaStatus.LOADED:
-            return model
+        replica = self._replicas.get(name if name.startswith("/") else self._prefix + name)
+        if replica is not None and replica.status is ReplicaStatus.LOADED:
+            return replica
         model_id = self.model_id(name)
-        if model is None:
+        if replica is None:
             raise not_found(f"model {model_id} is not loaded on this server")
-        if model.status is ReplicaStatus.LOADING:
+        if replica.status is ReplicaStatus.LOADING:
             raise not_found(f"model {model_id} is still loading on this server")
-        if model.status is ReplicaStatus.FAILED and model.engine_died:
-            raise unavailable(f"model {model_id} failed on this server: {model.failure_reason}")
-        if model.status is ReplicaStatus.FAILED:
+        if replica.status is ReplicaStatus.FAILED and replica.engine_died:
+            raise unavailable(f"model {model_id} failed on this server: {replica.failure_reason}")
+        if replica.status is ReplicaStatus.FAILED:
             raise not_found(
-                f"model {model_id} failed to load on this server: {model.failure_reason}"
+                f"model {model_id} failed to load on this server: {replica.failure_reason}"
             )
         raise not_found(f"model {model_id} is unloading on this server")
 
     def reports(self) -> list[ModelReport]:
-        return [m.report() for m in self._models.values()]
+        return [m.report() for m in self._replicas.values()]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -326,23 +347,23 @@ class ModelServer:
         chip, topology = self.opts.chip, self.opts.topology
         desired = {a.model_id: spec_of(a, chip, topology) for a in assignment}
         changed = False
-        for model_id, held in list(self._models.items()):
+        for model_id, held in list(self._replicas.items()):
             if model_id not in desired and held.status is not ReplicaStatus.UNLOADING:
                 self._start_unload(held)
                 changed = True
         for model_id, spec in desired.items():
-            model = self._models.get(model_id)
-            if model is None:
+            replica = self._replicas.get(model_id)
+            if replica is None:
                 self._start_load(spec, after=None)
                 changed = True
-            elif model.status is ReplicaStatus.UNLOADING:
-                self._start_load(spec, after=model.task)
+            elif replica.status is ReplicaStatus.UNLOADING:
+                self._start_load(spec, after=replica.task)
                 changed = True
-            elif needs_reload(model.spec, spec):
-                self._start_load(spec, after=self._start_unload(model))
+            elif needs_reload(replica.spec, spec):
+                self._start_load(spec, after=self._start_unload(replica))
                 changed = True
-            elif dict(model.spec.acls) != dict(spec.acls):
-                model.spec = replace(model.spec, acls=spec.acls)
+            elif dict(replica.spec.acls) != dict(spec.acls):
+                replica.spec = replace(replica.spec, acls=spec.acls)
         if changed:
             self._changed()
 
@@ -367,22 +388,22 @@ class ModelServer:
                 await self._supervisor
             self._supervisor = None
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], model: Model) -> asyncio.Task[None]:
+    def _spawn(self, coro: Coroutine[Any, Any, None], replica: Replica) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        model.task = task
+        replica.task = task
         return task
 
     def _start_load(self, spec: LoadSpec, after: asyncio.Task[None] | None) -> None:
-        model = Model(spec, self.opts.max_inflight_per_method)
-        self._models[spec.model_id] = model
-        self._spawn(self._load(model, after), model)
+        replica = Replica(spec, self.opts.max_inflight_per_method, self.latency)
+        self._replicas[spec.model_id] = replica
+        self._spawn(self._load(replica, after), replica)
 
-    def _start_unload(self, model: Model) -> asyncio.Task[None]:
-        previous = model.task
-        model.status = ReplicaStatus.UNLOADING
-        return self._spawn(self._unload(model, previous), model)
+    def _start_unload(self, replica: Replica) -> asyncio.Task[None]:
+        previous = replica.task
+        replica.status = ReplicaStatus.UNLOADING
+        return self._spawn(self._unload(replica, previous), replica)
 
     def _servable_class(self, spec: LoadSpec) -> type[Servable]:
         cls = registry.resolve(spec.model_path)
@@ -394,13 +415,13 @@ class ModelServer:
             )
         return cls
 
-    async def _load(self, model: Model, after: asyncio.Task[None] | None) -> None:
-        spec = model.spec
+    async def _load(self, replica: Replica, after: asyncio.Task[None] | None) -> None:
+        spec = replica.spec
         try:
             if after is not None:
                 await asyncio.wait([after])
             servable = self._servable_class(spec)(spec)
-            model.servable = servable  # so that an unload during the load frees it
+            replica.built = servable  # so that an unload during the load frees it
             async with self._load_slots:
                 log.info(
                     "Loading %s (%s, checkpoint %s)",
@@ -412,15 +433,15 @@ class ModelServer:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            model.failure_reason = failure_reason(exc)
-            log.warning("Failed to load %s: %s", spec.model_id, model.failure_reason)
-            await self._free(model)
-            if model.status is ReplicaStatus.LOADING:
-                model.status = ReplicaStatus.FAILED
+            replica.failure_reason = failure_reason(exc)
+            log.warning("Failed to load %s: %s", spec.model_id, replica.failure_reason)
+            await self._free(replica)
+            if replica.status is ReplicaStatus.LOADING:
+                replica.status = ReplicaStatus.FAILED
                 self._changed()
             return
-        if model.status is ReplicaStatus.LOADING:
-            model.mark_loaded(servable)
+        if replica.status is ReplicaStatus.LOADING:
+            replica.mark_loaded(servable)
             log.info("Loaded %s", spec.model_id)
             self._changed()
 
@@ -453,28 +474,29 @@ class ModelServer:
         elif not loading.cancelled() and loading.exception() is not None:
             log.debug("Cancelled load of %s: %s", servable.spec.model_id, loading.exception())
 
-    async def _unload(self, model: Model, previous: asyncio.Task[None] | None) -> None:
+    async def _unload(self, replica: Replica, previous: asyncio.Task[None] | None) -> None:
         if previous is not None and not previous.done():
             previous.cancel()
             done, _ = await asyncio.wait([previous], timeout=self.opts.unload_timeout_s + 5)
             if not done:
-                log.error("Loading %s did not stop; unloading it anyway", model.model_id)
+                log.error("Loading %s did not stop; unloading it anyway", replica.model_id)
         # New requests already get NOT_FOUND (and go to another replica); let admitted ones
         # finish for a while before the engine goes away.
         deadline = asyncio.get_running_loop().time() + DRAIN_S
         while (  # noqa: ASYNC110 (polls only while unloading; gates have no event to wait on)
-            any(g.stats.pending for g in model.gates.values())
+            any(g.stats.pending for g in replica.gates.values())
             and asyncio.get_running_loop().time() < deadline
         ):
             await asyncio.sleep(0.02)
-        await self._free(model)
-        if self._models.get(model.model_id) is model:
-            del self._models[model.model_id]
-        log.info("Unloaded %s", model.model_id)
+        await self._free(replica)
+        if self._replicas.get(replica.model_id) is replica:
+            del self._replicas[replica.model_id]
+            replica.forget_latency()
+        log.info("Unloaded %s", replica.model_id)
         self._changed()
 
-    async def _free(self, model: Model) -> None:
-        servable, model.servable = model.servable, None
+    async def _free(self, replica: Replica) -> None:
+        servable, replica.built = replica.built, None
         if servable is None:
             return
         unloading = asyncio.ensure_future(servable.unload())
@@ -486,12 +508,12 @@ class ModelServer:
         if not done:
             log.error(
                 "Unloading %s took over %.0f s; abandoning it",
-                model.model_id,
+                replica.model_id,
                 self.opts.unload_timeout_s,
             )
             unloading.add_done_callback(_consume)
         elif unloading.exception() is not None:
-            log.error("Error unloading %s", model.model_id, exc_info=unloading.exception())
+            log.error("Error unloading %s", replica.model_id, exc_info=unloading.exception())
 
 
 def _consume(future: asyncio.Future[None]) -> None:

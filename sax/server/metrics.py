@@ -1,25 +1,44 @@
-"""Prometheus view of a `ModelServer`, computed at scrape time from the per-method stats.
+"""Prometheus view of a `ModelServer`.
 
-Nothing is recorded into prometheus_client on the request path: the collector reads the same
-`RequestStats` the joins report, so a scrape costs one snapshot per (model, method). Each app
-owns its `CollectorRegistry`, so several servers in one process (tests) do not clash.
+Gauges and counters are computed at scrape time: the collector reads the same `RequestStats`
+the joins report, so a scrape costs one snapshot per (model, method). Request latency is also a
+histogram, ``sax_request_latency_seconds{model, method}``, observed on the request path when an
+admitted request succeeds (`request_latency`): unlike the 60 s percentiles, its buckets sum
+across replicas and servers. Engines' own metrics (vLLM's time to first token, inter-token
+latency, queue time, KV-cache usage, prefix-cache hits: ``vllm:*``) are read from each loaded
+engine's registry at scrape time and labelled with the ``model``. Each app owns its `CollectorRegistry`, so several servers in one
+process (tests) do not clash.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from sax.server.manager import ModelServer
+if TYPE_CHECKING:
+    from sax.server.manager import ModelServer
 
-# `Servable.engine_counters` keys exported as ``sax_<key>_total{model}``, with their help text.
-ENGINE_COUNTERS = {
-    "prefix_cache_queries": "prompt tokens looked up in the engine's prefix cache",
-    "prefix_cache_hits": "prompt tokens found in the engine's prefix cache (prefill skipped)",
-}
+# Seconds: from a fast embed to a long generation under the default 600 s deadline.
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+
+
+def engine_families(engines: list[tuple[str, list[Metric]]]) -> list[Metric]:
+    """Engines' own metric families (`Servable.engine_metrics`), given as (model id, families):
+    one family per name across models, each sample labelled with its ``model`` as well."""
+    merged: dict[str, Metric] = {}
+    for model_id, families in engines:
+        for family in families:
+            into = merged.setdefault(
+                family.name, Metric(family.name, family.documentation, family.type, family.unit)
+            )
+            into.samples += [
+                s._replace(labels={"model": model_id, **s.labels}) for s in family.samples
+            ]
+    return list(merged.values())
 
 
 class ServerCollector(Collector):
@@ -48,18 +67,13 @@ class ServerCollector(Collector):
         total = CounterMetricFamily(
             "sax_method_requests", "admitted requests by outcome", labels=[*labels, "outcome"]
         )
-        engine = {
-            name: CounterMetricFamily(f"sax_{name}", text, labels=["model"])
-            for name, text in ENGINE_COUNTERS.items()
-        }
-        for model in self.server.models():
-            status.add_metric([model.model_id, model.status.value], 1.0)
-            counters = model.servable.engine_counters() if model.servable is not None else {}
-            for name, value in counters.items():
-                if name in engine:
-                    engine[name].add_metric([model.model_id], value)
-            for method, gate in model.gates.items():
-                key = [model.model_id, method]
+        engines: list[tuple[str, list[Metric]]] = []
+        for replica in self.server.replicas():
+            status.add_metric([replica.model_id, replica.status.value], 1.0)
+            if replica.built is not None:
+                engines.append((replica.model_id, replica.built.engine_metrics()))
+            for method, gate in replica.gates.items():
+                key = [replica.model_id, method]
                 snap = gate.stats.snapshot()
                 pending.add_metric(key, snap.pending)
                 ok_rate.add_metric(key, snap.successes_per_second)
@@ -69,10 +83,24 @@ class ServerCollector(Collector):
                 latency.add_metric([*key, "0.99"], snap.latency_p99_s)
                 total.add_metric([*key, "success"], gate.stats.success_total)
                 total.add_metric([*key, "error"], gate.stats.error_total)
-        yield from (status, pending, ok_rate, err_rate, latency, total, *engine.values())
+        yield from (status, pending, ok_rate, err_rate, latency, total)
+        yield from engine_families(engines)
+
+
+def request_latency() -> Histogram:
+    """``sax_request_latency_seconds{model, method}``, registered nowhere yet: a `ModelServer`
+    owns one and `server_registry` exports it."""
+    return Histogram(
+        "sax_request_latency_seconds",
+        "latency of successful requests, admission to the last byte",
+        ["model", "method"],
+        buckets=LATENCY_BUCKETS_S,
+        registry=None,
+    )
 
 
 def server_registry(server: ModelServer) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(ServerCollector(server))
+    registry.register(server.latency)
     return registry

@@ -14,18 +14,46 @@ does not report one) and the engine's `finish_reason` from its last item.
 `close()` is idempotent and runs from `chunks()`'s ``finally`` and from the response's
 background task, so the admission slot is released and the engine iterator closed (aborting the
 engine request) however the response ends: finished, failed, or the client went away.
+
+On the wire a stream is sse-starlette `ServerSentEvent`s separated by ``\n``: `sax_events` for
+``lm.generate_stream`` (``event: chunk``, then ``done`` or ``error``), the OpenAI routes'
+``data:`` lines in `sax.server.openai.stream`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
-from sax.schemas import Sample, StreamItem, TokenLogprob
+from sse_starlette import ServerSentEvent
+
+from sax.errors import SaxError, internal
+from sax.generation import Sample, SamplingOptions, StreamItem, TokenLogprob
+from sax.request_errors import public_params
+from sax.schemas import StreamChunk, StreamDone
 from sax.server.admission import Gate, Receive, cancelled_on_disconnect
-from sax.server.sampling import SamplingOptions
 from sax.server.servable import Servable
+
+log = logging.getLogger(__name__)
+
+SEP = "\n"  # between the lines of an event, and after it
+
+
+def sse_event(data: str, event: str | None = None) -> ServerSentEvent:
+    """``event: <event>`` (when given) and ``data: <data>`` lines; `data` is one line of JSON."""
+    return ServerSentEvent(data, event=event, sep=SEP)
+
+
+@dataclass(frozen=True)
+class EventStream:
+    """A started stream's events, and `close`, which the response runs however it ends."""
+
+    events: AsyncIterator[ServerSentEvent]
+    close: Callable[[], Awaitable[None]]
 
 
 class GenerateStream:
@@ -138,3 +166,20 @@ class GenerateStream:
                 await aclose()
         if self._admitted:
             self.gate.release(self._start, ok)
+
+
+async def sax_events(
+    stream: GenerateStream, names: Mapping[str, str]
+) -> AsyncIterator[ServerSentEvent]:
+    """``lm.generate_stream``'s events: ``chunk`` (a `StreamChunk`) per engine step, then ``done``
+    (a `StreamDone`), or ``error`` (an `ErrorBody`, public field names) once it failed."""
+    try:
+        with public_params(names):
+            async for chunk in stream.chunks():
+                yield sse_event(StreamChunk(items=chunk).model_dump_json(), "chunk")
+            yield sse_event(StreamDone(samples=stream.samples()).model_dump_json(), "done")
+    except SaxError as exc:
+        yield sse_event(json.dumps(exc.to_body()), "error")
+    except Exception as exc:
+        err = internal(exc, f"stream of {stream.gate.model_id}", log)
+        yield sse_event(json.dumps(err.to_body()), "error")

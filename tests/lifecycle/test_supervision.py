@@ -8,14 +8,14 @@ ignores cancellation until its unload releases it), named as such.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 import pytest
 
-from sax.admin import cell as cell_module
+from sax.admin import placer as placer_module
 from sax.admin.cell import Cell
-from sax.client.admin import AdminClient
+from sax.admin.fleet import Fleet
+from sax.client.admin import AsyncAdminClient
 from sax.client.locations import Watcher
 from sax.naming import CellId, ModelId
 from sax.schemas import JoinRequest, PublishRequest, ReplicaStatus
@@ -52,8 +52,8 @@ async def test_a_load_that_ignores_cancellation_times_out_and_is_freed() -> None
     await server.apply([assign("stuck", HANG, overrides={"load_timeout_s": 0.5})])
     await server.wait_until(lambda: server.status(f"{CELL}/stuck") is ReplicaStatus.FAILED, 30)
     assert status(server, "stuck")[1] == "load timed out after 0.5 s"
-    servable = server.get(f"{CELL}/stuck")
-    assert servable is not None and servable.servable is None  # its unload ran (and released it)
+    replica = server.get(f"{CELL}/stuck")
+    assert replica is not None and replica.built is None  # its unload ran (and released it)
     await server.apply([assign("stuck", HANG, overrides={"load_timeout_s": 0.5}), assign("e")])
     await server.wait_until(lambda: server.status(f"{CELL}/e") is ReplicaStatus.LOADED, 30)
     await server.shutdown()
@@ -122,7 +122,7 @@ async def _cell() -> Cell:
 
 async def test_the_placer_survives_an_exception(monkeypatch: pytest.MonkeyPatch) -> None:
     cell = await _cell()
-    real = cell_module.place
+    real = placer_module.place
     calls = {"n": 0, "failed": 0}
 
     def flaky(*args: object, **kwargs: object) -> object:
@@ -135,7 +135,7 @@ async def test_the_placer_survives_an_exception(monkeypatch: pytest.MonkeyPatch)
     await cell.join(_join("127.0.0.1:1"))
     await cell.placed()
     # The publish's placement fails, and no later event comes: only a retry places it.
-    monkeypatch.setattr(cell_module, "place", flaky)
+    monkeypatch.setattr(placer_module, "place", flaky)
     await cell.publish(PublishRequest(model_id=f"{CELL}/m", model_path=ECHO, num_replicas=1))
     deadline = time.monotonic() + 10
     while not [r for r in (await cell.get("m")).replicas if r.server == "127.0.0.1:1"]:
@@ -148,16 +148,16 @@ async def test_the_placer_survives_an_exception(monkeypatch: pytest.MonkeyPatch)
 
 async def test_the_reaper_survives_an_exception(monkeypatch: pytest.MonkeyPatch) -> None:
     cell = await _cell()
-    real = Cell._reap
+    real = Fleet.reap
     calls = {"n": 0}
 
-    def flaky(self: Cell, now: float) -> None:
+    def flaky(self: Fleet, now: float) -> bool:
         calls["n"] += 1
         if calls["n"] == 1:
             raise RuntimeError("injected reaper failure")
-        real(self, now)
+        return real(self, now)
 
-    monkeypatch.setattr(Cell, "_reap", flaky)
+    monkeypatch.setattr(Fleet, "reap", flaky)
     await cell.join(_join("127.0.0.1:2"))
     # Silent past the TTL: the reaper, still running after its failure, declares it dead.
     deadline = time.monotonic() + 10
@@ -168,15 +168,15 @@ async def test_the_reaper_survives_an_exception(monkeypatch: pytest.MonkeyPatch)
     await cell.stop()
 
 
-class _FlakyAdmin(AdminClient):
+class _FlakyAdmin(AsyncAdminClient):
     """A real admin client whose first request raises a non-SaxError (e.g. a storage error)."""
 
     def __init__(self) -> None:
         super().__init__("memory://flaky-admin", CellId.parse(CELL))
         self.calls = 0
-        self.answered = threading.Event()
+        self.answered = asyncio.Event()
 
-    def request(self, method: str, path: str, **kw: object) -> object:  # type: ignore[override]
+    async def request(self, method: str, path: str, **kw: object) -> object:  # type: ignore[override]
         self.calls += 1
         if self.calls == 1:
             raise OSError("injected storage failure")
@@ -186,15 +186,15 @@ class _FlakyAdmin(AdminClient):
         return {"admin_id": "a", "has_fullset": True, "values": ["h:1"], "next_seqno": 1}
 
 
-def test_the_client_watcher_survives_unexpected_errors() -> None:
+async def test_the_client_watcher_survives_unexpected_errors() -> None:
     admin = _FlakyAdmin()
     watcher = Watcher(admin, ModelId.parse(f"{CELL}/m"))
     try:
-        assert admin.answered.wait(30)
+        await asyncio.wait_for(admin.answered.wait(), 30)
         deadline = time.monotonic() + 10
         while watcher.replicas.addresses != ("h:1",):
             assert time.monotonic() < deadline
-            time.sleep(0.01)
+            await asyncio.sleep(0.01)
         assert not watcher.done
     finally:
         watcher.stop()

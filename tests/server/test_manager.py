@@ -9,9 +9,9 @@ from functools import partial
 import pytest
 
 from sax.errors import Code, SaxError
+from sax.generation import SamplingOptions
 from sax.schemas import ReplicaStatus
 from sax.server.manager import ModelServer
-from sax.server.sampling import SamplingOptions
 from tests.server.harness import CELL, assign, options
 
 LOADING, LOADED, FAILED, UNLOADING = (
@@ -39,7 +39,7 @@ async def test_load_goes_loading_then_loaded_and_notifies() -> None:
     await server.settle(5)
     assert report(server, "m")["status"] is LOADED
     assert seen == [LOADING, LOADED]
-    samples = await server.loaded("m").engine.generate("hi there", SamplingOptions())
+    samples = await server.loaded("m").servable.generate("hi there", SamplingOptions())
     assert samples[0].text == "hi there"
     assert server.loaded(f"{CELL}/m") is server.loaded("m")
     await server.shutdown()
@@ -87,18 +87,18 @@ async def test_unload_and_reload_on_spec_change() -> None:
     server = ModelServer(options())
     await server.apply([assign("m"), assign("n")])
     await server.settle(5)
-    first = server.loaded("m").engine
+    first = server.loaded("m").servable
     # ACL change applies in place; uuid change reloads; n is dropped.
     await server.apply([assign("m", acls={"lm.generate": "alice"})])
     assert report(server, "n")["status"] is UNLOADING
     await server.settle(5)
     assert [r.model_id for r in server.reports()] == [f"{CELL}/m"]
-    assert server.loaded("m").engine is first
+    assert server.loaded("m").servable is first
     assert server.loaded("m").spec.acls == {"lm.generate": "alice"}
     await server.apply([assign("m", uuid="u2")])
     assert report(server, "m")["status"] is LOADING
     await server.settle(5)
-    assert server.loaded("m").engine is not first
+    assert server.loaded("m").servable is not first
     assert server.loaded("m").spec.uuid == "u2"
     with pytest.raises(SaxError) as err:
         server.loaded("n")
@@ -126,7 +126,7 @@ async def test_loads_are_bounded_and_do_not_block_serving() -> None:
     start = time.monotonic()
     await server.apply([assign("ready"), *(assign(f"s{i}", overrides=slow) for i in range(3))])
     # While three loads queue behind one slot, the loaded model keeps serving.
-    samples = await server.loaded("ready").engine.generate("still here", SamplingOptions())
+    samples = await server.loaded("ready").servable.generate("still here", SamplingOptions())
     assert samples[0].text == "still here"
     await asyncio.sleep(0.45)
     statuses = [report(server, f"s{i}")["status"] for i in range(3)]
@@ -142,7 +142,7 @@ async def test_unload_waits_for_admitted_requests() -> None:
     await server.apply([assign("m", overrides={"reply_delay_s": 0.3})])
     await server.settle(5)
     model = server.loaded("m")
-    gate, engine = model.gate("lm.generate"), model.engine
+    gate, engine = model.gate("lm.generate"), model.servable
     call = asyncio.create_task(gate.run(partial(engine.generate, "bye", SamplingOptions()), 5))
     await asyncio.sleep(0.05)
     await server.apply([])

@@ -58,7 +58,7 @@ async def test_completions_chat_embeddings_and_models() -> None:
         assert "".join(pieces) == "x y z" and len(pieces) == 4  # three words, then the finish
 
         emb = await client.embeddings.create(model="m", input=["a", "b"])  # SDK asks for base64
-        direct = await server.loaded("m").engine.embed("a", {})
+        direct = await server.loaded("m").servable.embed("a", {})
         assert [d.index for d in emb.data] == [0, 1]
         assert emb.data[0].embedding == pytest.approx(direct, abs=1e-6)
         floats = await client.embeddings.create(model="m", input="b", encoding_format="float")

@@ -66,7 +66,7 @@ async def vision_server() -> AsyncIterator[Served]:
         ]
     )
     await server.settle(240)
-    for model in server.models():
+    for model in server.replicas():
         assert model.status is ReplicaStatus.LOADED, (model.model_id, model.failure_reason)
     async with serving(server) as url:
         yield Served(server, url)

@@ -156,7 +156,7 @@ async def test_a_dead_device_thread_fails_the_model_on_its_server() -> None:
     await server.settle(120)
     model = server.get("/sax/test/doomed")
     assert model is not None and model.status is ReplicaStatus.LOADED, model
-    servable = model.engine
+    servable = model.servable
     assert isinstance(servable, ImageClassifier) and servable.batcher is not None
     assert servable.health() is None
     servable.batcher.lanes["classify"] = die  # a device fault on the next batch

@@ -170,7 +170,7 @@ async def test_methods_a_model_does_not_serve_are_400(vision_server: Served) -> 
 async def test_concurrent_requests_are_batched_with_the_same_answers(vision_server: Served) -> None:
     model = vision_server.server.get("/sax/test/classifier")
     assert model is not None
-    servable = model.engine
+    servable = model.servable
     assert isinstance(servable, ImageClassifier) and servable.batcher is not None
     colors = [(i * 8, 255 - i * 8, 100) for i in range(32)]
     body = [{"image_bytes": b64(png(c)), "extra_inputs": {"top_k": 2}} for c in colors]

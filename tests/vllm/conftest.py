@@ -90,7 +90,7 @@ async def model_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
 async def tiny(model_server: Served) -> Tiny:
     model = model_server.server.get(TINY_ID)
     assert model is not None
-    servable = model.engine
+    servable = model.servable
     assert isinstance(servable, Tiny)
     return servable
 

@@ -1,6 +1,8 @@
-"""The OpenAI API subset a model server speaks: request/response models and conversions.
+"""The OpenAI API subset a model server speaks: its request and response models.
 
-Kept apart from `sax.schemas` because these shapes are OpenAI's, not ours. Requests follow
+Kept apart from `sax.schemas` because these shapes are OpenAI's, not ours; the serving classes
+beside this module (``serving_*.py``) turn requests into servable calls and samples into these
+responses. Requests follow
 vLLM's OpenAI server: the fields it honours map onto `SamplingOptions` with OpenAI's and vLLM's
 ranges (finite floats only; ``null`` means omitted), and the servable refuses by name any it
 does not implement. Fields sax does not serve (``tools``, ``suffix``...)
@@ -11,16 +13,13 @@ set to the public field.
 
 from __future__ import annotations
 
-import base64
-import struct
-import time
 import uuid
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from sax.errors import SaxError, invalid
-from sax.schemas import Sample, StreamItem, TokenLogprob
+from sax.generation import Sample
 from sax.server.sampling import MAX_LOGPROBS, MAX_SAMPLES
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -393,6 +392,32 @@ class ModelCardList(_Out):
     data: list[ModelCard]
 
 
+class ImageGenerationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    prompt: str = Field(min_length=1)
+    model: str
+    n: int = Field(1, ge=1, description="images; at most the model's max_samples")
+    size: str | None = Field(None, description="'auto' or the model's own 'WxH'")
+    response_format: Literal["b64_json", "url"] | None = Field(
+        None, description="b64_json only: images come back inline"
+    )
+    output_format: Literal["png"] | None = None
+    quality: str | None = Field(None, description="accepted and ignored")
+    style: str | None = Field(None, description="accepted and ignored")
+    user: str | None = Field(None, description="accepted and ignored")
+
+
+class ImageData(BaseModel):
+    b64_json: str
+    revised_prompt: str | None = None
+
+
+class ImagesResponse(BaseModel):
+    created: int
+    data: list[ImageData]
+
+
 class OpenAIErrorDetail(_Out):
     message: str
     type: str
@@ -432,184 +457,3 @@ def usage(prompt_tokens: int, samples: list[Sample]) -> Usage:
         completion_tokens=completion,
         total_tokens=prompt_tokens + completion,
     )
-
-
-def completion_logprobs(
-    tokens: list[TokenLogprob] | None, offset: int = 0
-) -> CompletionLogprobs | None:
-    """Completions' log-probs: per token its text, log-prob, the top alternatives with the
-    token itself (as vLLM and OpenAI list them), and its character offset from `offset`."""
-    if tokens is None:
-        return None
-    offsets = []
-    for t in tokens:
-        offsets.append(offset)
-        offset += len(t.token)
-    return CompletionLogprobs(
-        tokens=[t.token for t in tokens],
-        token_logprobs=[t.logprob for t in tokens],
-        top_logprobs=[{**{a.token: a.logprob for a in t.top}, t.token: t.logprob} for t in tokens],
-        text_offset=offsets,
-    )
-
-
-def chat_logprobs(tokens: list[TokenLogprob] | None) -> ChatLogprobs | None:
-    """Chat log-probs: per token its text, UTF-8 bytes, log-prob and top alternatives."""
-    if tokens is None:
-        return None
-    return ChatLogprobs(
-        content=[
-            ChatTokenLogprob(
-                token=t.token,
-                logprob=t.logprob,
-                bytes=list(t.token.encode()),
-                top_logprobs=[
-                    ChatTopLogprob(token=a.token, logprob=a.logprob, bytes=list(a.token.encode()))
-                    for a in t.top
-                ],
-            )
-            for t in tokens
-        ]
-    )
-
-
-def completion_response(
-    model: str, per_prompt: list[list[Sample]], prompt_tokens: int
-) -> CompletionResponse:
-    """Choices are numbered prompt-major: prompt i, sample j -> index i * n + j."""
-    choices: list[CompletionChoice] = []
-    flat: list[Sample] = []
-    for samples in per_prompt:
-        for s in samples:
-            choices.append(
-                CompletionChoice(
-                    index=len(choices),
-                    text=s.text,
-                    logprobs=completion_logprobs(s.logprobs),
-                    finish_reason=s.finish_reason,
-                )
-            )
-            flat.append(s)
-    return CompletionResponse(
-        id=new_id("cmpl"),
-        created=int(time.time()),
-        model=model,
-        choices=choices,
-        usage=usage(prompt_tokens, flat),
-    )
-
-
-def chat_response(model: str, samples: list[Sample], prompt_tokens: int) -> ChatCompletionResponse:
-    return ChatCompletionResponse(
-        id=new_id("chatcmpl"),
-        created=int(time.time()),
-        model=model,
-        choices=[
-            ChatChoice(
-                index=i,
-                message=AssistantMessage(content=s.text),
-                logprobs=chat_logprobs(s.logprobs),
-                finish_reason=s.finish_reason,
-            )
-            for i, s in enumerate(samples)
-        ],
-        usage=usage(prompt_tokens, samples),
-    )
-
-
-def sse(payload: BaseModel) -> bytes:
-    """One OpenAI stream line: ``data: {json}`` and a blank line."""
-    return b"data: " + payload.model_dump_json().encode() + b"\n\n"
-
-
-SSE_DONE = b"data: [DONE]\n\n"
-
-
-class ChunkWriter:
-    """Builds the chunks of one streamed completion or chat completion, OpenAI style."""
-
-    def __init__(self, model: str, chat: bool) -> None:
-        self.chat = chat
-        self.id = new_id("chatcmpl" if chat else "cmpl")
-        self.created = int(time.time())
-        self.model = model
-        self._offsets: dict[int, int] = {}  # completions: characters sent per choice
-
-    def _chat(self, choices: list[ChatChunkChoice], usage: Usage | None = None) -> bytes:
-        return sse(
-            ChatCompletionChunk(
-                id=self.id, created=self.created, model=self.model, choices=choices, usage=usage
-            )
-        )
-
-    def _text(self, choices: list[CompletionChoice], usage: Usage | None = None) -> bytes:
-        return sse(
-            CompletionResponse(
-                id=self.id, created=self.created, model=self.model, choices=choices, usage=usage
-            )
-        )
-
-    def first(self, num_samples: int) -> bytes | None:
-        """Chat streams open with the assistant role, one choice per sample."""
-        if not self.chat:
-            return None
-        return self._chat(
-            [
-                ChatChunkChoice(index=i, delta=Delta(role="assistant", content=""))
-                for i in range(num_samples)
-            ]
-        )
-
-    def echo(self, prompt: str, num_samples: int) -> bytes:
-        """Completions with ``echo``: the prompt opens every sample's text."""
-        return self._text([CompletionChoice(index=i, text=prompt) for i in range(num_samples)])
-
-    def items(self, items: list[StreamItem]) -> bytes:
-        if self.chat:
-            return self._chat(
-                [
-                    ChatChunkChoice(
-                        index=it.index,
-                        delta=Delta(content=it.text),
-                        logprobs=chat_logprobs(it.logprobs),
-                    )
-                    for it in items
-                ]
-            )
-        choices = []
-        for it in items:
-            offset = self._offsets.get(it.index, 0)
-            choices.append(
-                CompletionChoice(
-                    index=it.index, text=it.text, logprobs=completion_logprobs(it.logprobs, offset)
-                )
-            )
-            self._offsets[it.index] = offset + len(it.text)
-        return self._text(choices)
-
-    def finish(self, samples: list[Sample]) -> bytes:
-        if self.chat:
-            return self._chat(
-                [
-                    ChatChunkChoice(index=i, delta=Delta(), finish_reason=s.finish_reason)
-                    for i, s in enumerate(samples)
-                ]
-            )
-        return self._text(
-            [
-                CompletionChoice(index=i, text="", finish_reason=s.finish_reason)
-                for i, s in enumerate(samples)
-            ]
-        )
-
-    def usage(self, prompt_tokens: int, samples: list[Sample]) -> bytes:
-        total = usage(prompt_tokens, samples)
-        return self._chat([], total) if self.chat else self._text([], total)
-
-
-def embedding_data(index: int, vector: list[float], encoding: str) -> EmbeddingData:
-    """`base64` is little-endian float32, what the openai SDK asks for by default."""
-    if encoding == "base64":
-        raw = struct.pack(f"<{len(vector)}f", *vector)
-        return EmbeddingData(index=index, embedding=base64.b64encode(raw).decode())
-    return EmbeddingData(index=index, embedding=vector)
