@@ -77,7 +77,8 @@ def summary(seconds: list[float]) -> dict[str, float]:
 def join_request(cell: Cell, i: int, admin_id: str = "bench") -> JoinRequest:
     addr = f"10.0.{i // 250}.{i % 250}:10001"
     models = []
-    for a in cell._servers[addr].desired if addr in cell._servers else ():
+    session = cell.fleet.get(addr)
+    for a in session.desired if session is not None else ():
         models.append(
             ModelReport(
                 model_id=a.model_id, model_path=ECHO, uuid=a.uuid, status=ReplicaStatus.LOADED
@@ -114,7 +115,7 @@ async def main() -> dict[str, Any]:
         )
         await cell.publish(req)
         await cell.placed()
-        assert cell._placement.replicas.get(req.model_id), req.model_id
+        assert cell.placer.placement.replicas.get(req.model_id), req.model_id
         publish.append(time.perf_counter() - started)
 
     for start in range(0, N_MODELS, BURST):
@@ -162,8 +163,8 @@ async def main() -> dict[str, Any]:
 
     # A crash: the held join of the server holding m0000 closes; time until it is re-placed
     # and a watcher has seen its address go.
-    cell.join_poll_timeout_s = 30.0
-    victim = cell._placement.replicas["/sax/bench/m0000"][0]
+    cell.fleet.join_poll_timeout_s = 30.0
+    victim = cell.placer.placement.replicas["/sax/bench/m0000"][0]
     index = next(i for i in range(N_SERVERS) if join_request(cell, i).address == victim)
     seen = await cell.watch("m0000", "", 0)
     closed = asyncio.Event()
@@ -174,7 +175,7 @@ async def main() -> dict[str, Any]:
     change = await cell.watch("m0000", "bench", seen.next_seqno, timeout_s=10)
     dead_to_replaced = time.perf_counter() - crashed
     # The placement run that removed the address also re-placed the replica.
-    assert cell._placement.replicas["/sax/bench/m0000"] not in ((), (victim,))
+    assert cell.placer.placement.replicas["/sax/bench/m0000"] not in ((), (victim,))
     assert [m.op for m in change.changelog] == ["del"], change
     held.cancel()
 
@@ -189,7 +190,7 @@ async def main() -> dict[str, Any]:
         "join_ms": {**summary(joins), "rate_per_s": JOIN_RATE_PER_S},
         "join_http_ms": summary(http_joins),
         "dead_to_replaced_ms": round(dead_to_replaced * 1000, 1),
-        "disconnect_grace_ms": cell.disconnect_grace_s * 1000,
+        "disconnect_grace_ms": cell.fleet.disconnect_grace_s * 1000,
         "rss_mb": round(rss, 1),
         "targets": {
             "publish_to_assignment_ms": 100,

@@ -3,7 +3,7 @@
 `place` takes everything that decides placement as plain values (published models, live
 servers with their capabilities and current replicas, load-failure history, the clock) and
 returns the desired assignment per server plus, per model, why it has fewer replicas than
-requested. The `Cell` calls it on every event (coalesced); tests call it with tables.
+requested. `sax.admin.placer` calls it on every event (coalesced); tests call it with tables.
 
 Rules, in order:
 

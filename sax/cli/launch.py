@@ -121,7 +121,7 @@ def admin_server(
     """Serve a cell's admin API; waits as standby while another admin holds the lease."""
     _setup_logging(verbose)
     from sax.admin.options import AdminOptions
-    from sax.admin.server import serve
+    from sax.admin.main import serve
 
     opts = AdminOptions(
         sax_root=sax_root,

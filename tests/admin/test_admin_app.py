@@ -65,7 +65,12 @@ def join_body(addr: str, *models: dict[str, Any], admin_id: str = "admin-1") -> 
 
 
 def loaded(cell: Cell, status: str = "LOADED") -> dict[str, Any]:
-    return {"model_id": M, "model_path": ECHO, "uuid": cell._models[M].uuid, "status": status}
+    return {
+        "model_id": M,
+        "model_path": ECHO,
+        "uuid": cell.published.require(M).model.uuid,
+        "status": status,
+    }
 
 
 def error(r: httpx.Response) -> tuple[int, str, str]:

@@ -59,7 +59,7 @@ def pub(name: str = "m", n: int = 1, **kw: Any) -> PublishRequest:
 
 
 def rep(cell: Cell, status: ReplicaStatus, mid: str = M, reason: str = "") -> ModelReport:
-    model = cell._models.get(mid)
+    model = cell.published.get(mid)
     return ModelReport(
         model_id=mid,
         model_path=ECHO,
@@ -303,7 +303,7 @@ async def test_a_closed_join_connection_kills_the_server_within_the_grace() -> N
         closed.set()
         with pytest.raises(SaxError):
             await held
-        await eventually(lambda: "s0" not in cell._servers, 2)
+        await eventually(lambda: "s0" not in cell.fleet, 2)
         assert time.monotonic() - started < 1.0
         assert (await cell.get("m")).ready_replicas == 0
 
@@ -319,7 +319,7 @@ async def test_a_rejoin_within_the_grace_keeps_the_server() -> None:
             await held
         again = asyncio.create_task(cell.join(jreq("s0")))
         await asyncio.sleep(0.6)
-        assert "s0" in cell._servers
+        assert "s0" in cell.fleet
         again.cancel()
 
 

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from sax.admin.lease import LeaderLease
-from sax.admin.server import StatePersister
+from sax.admin.main import StatePersister
 from sax.errors import Code, SaxError
 from sax.naming import CellId
 from sax.schemas import CellConfig, CellState, PublishedModel

@@ -122,7 +122,7 @@ async def joined(admin: Admin) -> list[tuple[str, str, list[Any]]]:
 
 
 def placed(admin: Admin) -> list[str]:
-    return sorted(admin.cell._placement.replicas.get(M, ()))
+    return sorted(admin.cell.placer.placement.replicas.get(M, ()))
 
 
 async def test_the_forged_join_is_refused_and_changes_nothing() -> None:
@@ -178,14 +178,15 @@ async def test_one_server_cannot_take_over_another_s_session() -> None:
         r = await admin.join(takeover, "server")  # same principal, new data address
         assert r.status_code == 412 and "127.0.0.1:9" in r.json()["error"]["message"]
         assert await admin.locations() == [REAL] and placed(admin) == [REAL]
-        session = admin.cell._servers[REAL]
+        session = admin.cell.fleet.get(REAL)
+        assert session is not None
         assert session.data_address == REAL and session.principal == "server"
 
 
 async def test_a_restarted_admin_adopts_what_servers_hold_only_at_first() -> None:
     async with secured_admin() as first:
         published = await with_real_replica(first)
-        state = CellState(models=list(first.cell._models.values()))
+        state = first.cell.published.state()
     restarted = Cell(CellId("test"), "admin-2", Disk(), join_poll_timeout_s=0.3)
     restarted.restore(state)
     await restarted.start()
