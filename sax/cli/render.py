@@ -1,16 +1,25 @@
-"""Tables the way Saxml's saxutil prints them (olekukonko/tablewriter v0.0.4 defaults).
+"""What saxutil prints: results on stdout, errors on stderr with their exit codes.
 
-Scripts and eyes trained on Saxml read these: ``+---+`` borders, headers upper-cased with ``_``
+Tables are the way Saxml's saxutil prints them (olekukonko/tablewriter v0.0.4 defaults), since
+scripts and eyes trained on Saxml read these: ``+---+`` borders, headers upper-cased with ``_``
 and non-numeric ``.`` turned into spaces and centred, numeric-looking cells right-aligned, text
 wrapped at 30 columns on spaces (a longer single word widens its column), and floats as Go's
-``FormatFloat(x, 'G', 8, 64)``.
+``FormatFloat(x, 'G', 8, 64)``. ``--csv`` is Saxml's layout, ``--json`` one indented document.
+Errors are ``Error: <what failed>: <CODE>: <message>``; exit 1 for a failure, 2 for a usage
+error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NoReturn
+
+import typer
+
+from sax.errors import SaxError
 
 MAX_WIDTH = 30
 _NUMERIC = re.compile(r"^-*\d*\.?\d*$")
@@ -108,3 +117,61 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
             out.append("| " + " | ".join(parts) + " |")
     out.append(border)
     return "\n".join(out) + "\n"
+
+
+def csv_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """Saxml's ``--csv`` layout (``# `` + header keys), but properly quoted."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    out.write("# ")
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(headers)
+    writer.writerows([[str(c) for c in row] for row in rows])
+    return out.getvalue()
+
+
+def echo_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    typer.echo(table(headers, rows), nl=False)
+
+
+def echo_csv(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    typer.echo(csv_table(headers, rows), nl=False)
+
+
+def echo_json(value: Any) -> None:
+    import json
+
+    typer.echo(json.dumps(value, indent=2))
+
+
+def echo_result(
+    as_json: bool, value: Any, headers: Sequence[str], rows: Iterable[Sequence[object]]
+) -> None:
+    """`value` as JSON with ``--json``, else the table of `headers` and `rows`."""
+    if as_json:
+        echo_json(value)
+    else:
+        echo_table(headers, rows)
+
+
+def fail(message: str) -> NoReturn:
+    """Exit 1 with ``Error: message`` on stderr."""
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def usage(message: str) -> NoReturn:
+    """Exit 2 (usage error) with ``Error: message`` on stderr."""
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+@contextlib.contextmanager
+def failing(what: str) -> Iterator[None]:
+    """Turns a `SaxError` into ``Error: <what>: <CODE>: <message>`` and exit 1."""
+    try:
+        yield
+    except SaxError as exc:
+        fail(f"{what}: {exc}")

@@ -9,7 +9,8 @@ import time
 import pytest
 from typer.testing import CliRunner, Result
 
-from sax.cli.saxutil import app, normalize_argv, parse_duration, parse_extra
+from sax.cli.args import normalize_argv, parse_duration, parse_extra
+from sax.cli.saxutil import app
 from sax.errors import SaxError
 from tests.client.fakes import FakeCell
 from tests.helpers import SAXUTIL
