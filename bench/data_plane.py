@@ -449,9 +449,9 @@ async def prefix_cache_counters(http: httpx.AsyncClient, urls: list[str]) -> tup
     for url in urls:
         text = (await http.get(f"{url}/metrics")).text
         for line in text.splitlines():
-            if line.startswith("sax_prefix_cache_queries_total{"):
+            if line.startswith("vllm:prefix_cache_queries_total{"):
                 queries += float(line.rsplit(" ", 1)[1])
-            elif line.startswith("sax_prefix_cache_hits_total{"):
+            elif line.startswith("vllm:prefix_cache_hits_total{"):
                 hits += float(line.rsplit(" ", 1)[1])
     return queries, hits
 

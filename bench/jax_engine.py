@@ -25,8 +25,8 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from sax.generation import SamplingOptions
 from sax.models.jax import JaxLM, SmolLM2_135M, Tiny
-from sax.server.sampling import SamplingOptions
 from sax.server.servable import LoadSpec
 
 TOPICS = [

@@ -3,7 +3,8 @@
 One source of truth: the admin app, the model server app, the client and the tests import these
 models, so the OpenAPI specs in ``openapi/`` and the wire agree by construction. Request models
 forbid unknown fields (a typo is a 400 that names the field); response models are lenient so that
-an older client can read a newer server.
+an older client can read a newer server. What an engine returns (`Sample`, `StreamItem` and their
+log-probs) is defined once, engine-neutral, in `sax.generation` and used here as field types.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import enum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from sax.generation import Sample, StreamItem
 
 # Saxml method names; they are also the keys of a model's data-method ACLs.
 METHODS: tuple[str, ...] = (
@@ -297,52 +300,8 @@ class GenerateRequest(Request):
     timeout_s: float | None = Field(None, gt=0, description="per-request deadline -> 504")
 
 
-class TopLogprob(Response):
-    token: str
-    token_id: int
-    logprob: float
-
-
-class TokenLogprob(Response):
-    """One generated token: its log-probability (natural log, >= -9999) and, most likely
-    first, the top alternatives the request asked for."""
-
-    token: str
-    token_id: int
-    logprob: float
-    top: list[TopLogprob] = Field(default_factory=list)
-
-
-class Sample(Response):
-    text: str
-    score: float = Field(description="cumulative log-probability of the generated tokens")
-    num_tokens: int = 0
-    finish_reason: str = "stop"
-    logprobs: list[TokenLogprob] | None = Field(
-        default=None, description="per generated token, when the request asked for them"
-    )
-
-
 class GenerateResponse(Response):
     samples: list[Sample]
-
-
-class StreamItem(Response):
-    """One sample's progress: the full text is ``acc[:prefix_len] + text``."""
-
-    index: int
-    text: str
-    prefix_len: int
-    score: float
-    num_tokens: int = Field(
-        default=0, description="tokens generated for this sample so far; 0 = unknown"
-    )
-    finish_reason: str | None = Field(
-        default=None, description="set on the sample's last item: the engine's stop, length..."
-    )
-    logprobs: list[TokenLogprob] | None = Field(
-        default=None, description="this step's tokens, when the request asked for log-probs"
-    )
 
 
 class StreamChunk(Response):

@@ -7,12 +7,8 @@ import math
 import pytest
 
 from sax.errors import Code, SaxError
-from sax.server.sampling import (
-    BASIC_FIELDS,
-    SamplingOptions,
-    apply_options,
-    sampling_from_extra,
-)
+from sax.generation import SamplingOptions
+from sax.server.sampling import BASIC_FIELDS, apply_options, sampling_from_extra
 
 
 def test_saxml_keys_map_to_options() -> None:

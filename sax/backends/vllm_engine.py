@@ -35,11 +35,16 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
+from sax.backends import require
+from sax.backends.vllm_metrics import stat_logger
+from sax.batch import run_all
 from sax.errors import Code, SaxError, invalid, unavailable
-from sax.schemas import Sample, StreamItem, TokenLogprob, TopLogprob
-from sax.server.batch import run_all
-from sax.server.prompts import TokenPrompt, text_token_ids
-from sax.server.sampling import SamplingOptions
+from sax.generation import Sample, SamplingOptions, StreamItem, TokenLogprob, TopLogprob
+from sax.prompts import TokenPrompt, text_token_ids
+
+require("vllm")  # imported on first use: `import vllm` takes seconds
 
 _GIB = 1 << 30
 # vLLM's validation `parameter` -> the SamplingOptions field it checks.
@@ -144,50 +149,6 @@ class EngineSettings:
     hf_overrides: dict[str, Any] = field(default_factory=dict)
 
 
-class _PeakStats:
-    """A vLLM stat logger that keeps the scheduler's running/waiting counts and their peak.
-
-    Why: it is the engine's own evidence of continuous batching (``peak_running > 1``), and the
-    model server can export it. It is created inside `AsyncLLM` (one per engine core).
-    """
-
-    def __init__(self, vllm_config: Any = None, engine_index: int = 0) -> None:
-        self.running = 0
-        self.waiting = 0
-        self.peak_running = 0
-        self.kv_cache_usage = 0.0
-        # Prompt tokens looked up in the prefix cache, and those found there, since the start.
-        self.prefix_cache_queries = 0
-        self.prefix_cache_hits = 0
-
-    def record(
-        self,
-        scheduler_stats: Any,
-        iteration_stats: Any,
-        mm_cache_stats: Any = None,
-        engine_idx: int = 0,
-    ) -> None:
-        if scheduler_stats is None:
-            return
-        self.running = scheduler_stats.num_running_reqs
-        self.waiting = scheduler_stats.num_waiting_reqs
-        self.kv_cache_usage = scheduler_stats.kv_cache_usage
-        self.peak_running = max(self.peak_running, self.running)
-        prefix = getattr(scheduler_stats, "prefix_cache_stats", None)
-        if prefix is not None:  # this step's lookups
-            self.prefix_cache_queries += prefix.queries
-            self.prefix_cache_hits += prefix.hits
-
-    def log_engine_initialized(self) -> None:
-        return None
-
-    def log(self) -> None:
-        return None
-
-    def record_sleep_state(self, is_awake: int, level: int) -> None:
-        return None
-
-
 def _is_cpu() -> bool:
     from vllm.platforms import current_platform
 
@@ -213,7 +174,7 @@ def _engine_args(settings: EngineSettings) -> Any:
         "enforce_eager": enforce_eager,
         "load_format": settings.load_format,
         "seed": settings.seed,
-        "disable_log_stats": True,  # our own `_PeakStats` logger still records
+        "disable_log_stats": True,  # no log lines; the Prometheus logger (`stat_logger`) records
         "enable_log_requests": False,
         "skip_tokenizer_init": False,
     }
@@ -283,10 +244,11 @@ class VllmEngine:
 
     _ids = itertools.count()
 
-    def __init__(self, engine: Any, settings: EngineSettings, stats: _PeakStats) -> None:
+    def __init__(self, engine: Any, settings: EngineSettings, metrics: CollectorRegistry) -> None:
         self._engine = engine
         self.settings = settings
-        self.stats = stats
+        # vLLM's own Prometheus metrics of this engine (`sax.backends.vllm_metrics`).
+        self.metrics = metrics
         self.tokenizer: Any = engine.tokenizer
         self._closed = False
         # The ids of recent prompts: usage counts after generation and retries of one prompt
@@ -298,12 +260,7 @@ class VllmEngine:
         """Starts the engine core off the event loop; raises with vLLM's reason on failure."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        holder: list[_PeakStats] = []
-
-        def stats_factory(vllm_config: Any, engine_index: int = 0) -> _PeakStats:
-            holder.append(_PeakStats(vllm_config, engine_index))
-            return holder[-1]
-
+        metrics = CollectorRegistry(auto_describe=True)
         built: list[Any] = []
 
         def build() -> None:
@@ -324,7 +281,7 @@ class VllmEngine:
                     log_requests=args.enable_log_requests,
                     log_stats=not args.disable_log_stats,
                     usage_context=UsageContext.ENGINE_CONTEXT,
-                    stat_loggers=[stats_factory],
+                    stat_loggers=[stat_logger(metrics)],
                 )
             )
 
@@ -348,7 +305,7 @@ class VllmEngine:
                 await asyncio.to_thread(_stop, engine, _process_tree(cls.engine_pids_of(engine)))
             raise
         engine = built.pop()
-        started = cls(engine, settings, holder[0] if holder else _PeakStats())
+        started = cls(engine, settings, metrics)
         _ENGINES.add(started)
         return started
 

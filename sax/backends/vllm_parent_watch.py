@@ -23,7 +23,7 @@ POLL_S = 0.5
 
 
 def register() -> None:
-    """The plugin entry point: starts the parent watch in an engine core of a sax server."""
+    """The plugin entry point: starts the parent watch in an engine core a model server spawned."""
     parent = os.environ.get(PARENT_PID_ENV, "")
     if not parent.isdigit() or int(parent) == os.getpid() or os.getppid() != int(parent):
         return

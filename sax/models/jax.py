@@ -36,10 +36,10 @@ from sax.backends.jax.engine import Engine, EngineConfig
 from sax.backends.jax.mesh import topology_size
 from sax.backends.jax.weights import load_params, random_params
 from sax.errors import invalid, unavailable
+from sax.generation import Sample, SamplingOptions, StreamItem
 from sax.models import assets
-from sax.schemas import GradientResponse, Sample, StreamItem, Tensor
+from sax.schemas import GradientResponse, Tensor
 from sax.server.registry import register
-from sax.server.sampling import SamplingOptions
 from sax.server.servable import SamplingConfig, Servable, ServableConfig
 
 

@@ -11,9 +11,8 @@ import threading
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
 
-from sax.schemas import Sample, StreamItem
+from sax.generation import Sample, SamplingOptions, StreamItem
 from sax.server.registry import register
-from sax.server.sampling import SamplingOptions
 from sax.server.servable import LoadSpec, Servable, ServableConfig
 
 

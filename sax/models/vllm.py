@@ -25,14 +25,16 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from prometheus_client import Metric
+
 from sax.backends.vllm_engine import EngineSettings, VllmEngine
 from sax.backends.vllm_engine import prepare_process as prepare_process
 from sax.errors import invalid, unavailable
+from sax.generation import Sample, SamplingOptions, StreamItem
 from sax.models import assets
-from sax.schemas import Sample, StreamItem
-from sax.server.prompts import TokenPrompt, render_chat
+from sax.prompts import TokenPrompt, render_chat
 from sax.server.registry import register
-from sax.server.sampling import ALL_FIELDS, SamplingOptions
+from sax.server.sampling import ALL_FIELDS
 from sax.server.servable import LoadSpec, SamplingConfig, Servable, ServableConfig
 
 _GIB = 1 << 30
@@ -168,14 +170,9 @@ class VllmServable(Servable):
         engine = self.engine
         return engine.dead_reason() if engine is not None else None
 
-    def engine_counters(self) -> dict[str, int]:
+    def engine_metrics(self) -> list[Metric]:
         engine = self.engine
-        if engine is None:
-            return {}
-        return {
-            "prefix_cache_queries": engine.stats.prefix_cache_queries,
-            "prefix_cache_hits": engine.stats.prefix_cache_hits,
-        }
+        return list(engine.metrics.collect()) if engine is not None else []
 
     def _engine(self, method: str) -> VllmEngine:
         """The engine for `method`: UNIMPLEMENTED if this class does not serve it, UNAVAILABLE

@@ -1,32 +1,31 @@
 """model_path -> servable class. Only registered names load: never import a dotted path from a request.
 
-Servable modules register their classes on import; `resolve` imports the module that owns a name
-lazily (so the test servables never import vLLM or JAX), from `_MODULES`.
+Servable modules are found through the ``sax.servables`` entry points of the installed packages
+(pyproject.toml), one per backend: ``vllm = "sax.models.vllm"`` says the vllm backend's servables
+live in that module. A module registers its classes on import (`register`). Modules are imported
+lazily, and only those of enabled backends, so the test servables never import vLLM or JAX. A
+module whose engine packages are missing fails to import with ModuleNotFoundError naming one
+(`sax.backends.require`): that backend is not installed, which is an error only where it was
+asked for by name.
 """
 
 from __future__ import annotations
 
-import importlib
+import functools
 import importlib.util
 from collections.abc import Callable
+from importlib.metadata import entry_points
 
 from sax.errors import invalid
 from sax.server.servable import Servable
 
-# module -> the backend packages it needs
-_MODULES: dict[str, tuple[str, ...]] = {
-    "sax.models.test": (),
-    "sax.models.vllm": ("vllm",),
-    "sax.models.jax": ("jax",),
-    "sax.models.vision": ("torch", "transformers", "diffusers", "PIL"),
-}
-# module -> the backend name its servables declare, where it differs from the module's name
-_BACKEND_OF: dict[str, str] = {"sax.models.vision": "torch"}
+GROUP = "sax.servables"
 
 _CLASSES: dict[str, type[Servable]] = {}
 _ALIASES: dict[str, str] = {}
-_loaded: set[str] = set()
+_loaded: set[str] = set()  # backends whose servable module imported
 _failed: dict[str, str] = {}  # backend -> why its servable module did not import
+_absent: dict[str, str] = {}  # backend -> the engine package it lacks (not installed)
 _enabled: set[str] | None = None  # set by `prepare_backends`: never import the others
 
 
@@ -40,37 +39,52 @@ def register(path: str, *aliases: str) -> Callable[[type[Servable]], type[Servab
     return wrap
 
 
-def backend_available(module: str) -> bool:
-    """True when the servable module exists and the engine packages it needs are installed."""
+@functools.cache
+def _modules() -> dict[str, str]:
+    """backend -> the module holding its servables, from the installed entry points."""
+    return {ep.name: ep.value for ep in entry_points(group=GROUP)}
+
+
+def _missing_package(exc: ModuleNotFoundError) -> str | None:
+    """The top-level package `exc` finds missing, or None when that package is installed (a
+    broken install, or a sax module that does not exist: failures, not absences)."""
+    top = (exc.name or "").split(".")[0]
+    if not top or top == "sax" or importlib.util.find_spec(top) is not None:
+        return None
+    return top
+
+
+def _import(backend: str, *, prepare: bool) -> None:
+    """Imports `backend`'s servable module once, so its classes register; with `prepare`, runs
+    its ``prepare_process()`` too. Records an import failure in `_failed` and a missing engine
+    package in `_absent`."""
+    if backend in _loaded or backend in _failed or backend in _absent:
+        return
     try:
-        if importlib.util.find_spec(module) is None:
-            return False
-    except ModuleNotFoundError:
-        return False
-    return all(importlib.util.find_spec(pkg) is not None for pkg in _MODULES[module])
-
-
-def _backend_of(module: str) -> str:
-    return _BACKEND_OF.get(module, module.rsplit(".", 1)[1])
+        module = importlib.import_module(_modules()[backend])
+        prepare_process = getattr(module, "prepare_process", None)
+        if prepare and prepare_process is not None:
+            prepare_process()
+    except ModuleNotFoundError as exc:
+        missing = _missing_package(exc)
+        if missing is None:
+            _failed[backend] = f"{type(exc).__name__}: {exc}"
+        else:
+            _absent[backend] = missing
+        return
+    except Exception as exc:
+        _failed[backend] = f"{type(exc).__name__}: {exc}"
+        return
+    _loaded.add(backend)
 
 
 def _import_all(backends: set[str] | None = None) -> None:
-    for module in _MODULES:
-        backend = _backend_of(module)
-        if module in _loaded or backend in _failed:
-            continue
+    for backend in _modules():
         if backends is not None and backend not in backends:
             continue
         if _enabled is not None and backend not in _enabled:
             continue
-        if not backend_available(module):
-            continue
-        try:
-            importlib.import_module(module)
-        except Exception as exc:
-            _failed[backend] = f"{type(exc).__name__}: {exc}"
-            continue
-        _loaded.add(module)
+        _import(backend, prepare=False)
 
 
 def prepare_backends(backends: set[str] | None = None) -> dict[str, str]:
@@ -87,29 +101,15 @@ def prepare_backends(backends: set[str] | None = None) -> dict[str, str]:
     global _enabled
     if backends is not None:
         _enabled = set(backends) | (_enabled or set())
-    for module in _MODULES:
-        backend = _backend_of(module)
-        if backends is not None and backend not in backends:
-            continue
-        if module in _loaded or backend in _failed:
-            continue
-        if not backend_available(module):
-            if backends is not None:
-                missing = [p for p in _MODULES[module] if importlib.util.find_spec(p) is None]
-                _failed[backend] = f"not installed (missing {', '.join(missing) or module})"
-            continue
-        try:
-            imported = importlib.import_module(module)
-            prepare = getattr(imported, "prepare_process", None)
-            if prepare is not None:
-                prepare()
-        except Exception as exc:
-            _failed[backend] = f"{type(exc).__name__}: {exc}"
-            continue
-        _loaded.add(module)
-    known = {_backend_of(m) for m in _MODULES}
-    for backend in sorted((backends or set()) - known):
-        _failed.setdefault(backend, "unknown backend")
+    modules = _modules()
+    for backend in modules:
+        if backends is None or backend in backends:
+            _import(backend, prepare=True)
+    for backend in sorted(backends or set()):
+        if backend not in modules:
+            _failed.setdefault(backend, "unknown backend")
+        elif backend in _absent:
+            _failed.setdefault(backend, f"not installed (missing {_absent[backend]})")
     return {b: why for b, why in _failed.items() if backends is None or b in backends}
 
 

@@ -1,7 +1,7 @@
-"""Sampling options and the rules every route applies to them, as pure functions.
+"""The rules every route applies to sampling options, as pure functions.
 
 Saxml passes per-request knobs as ``extra_inputs``; the OpenAI routes pass them as request
-fields. Both end in one `SamplingOptions`, checked by one table of rules (`RULES`): the ranges
+fields. Both end in one `sax.generation.SamplingOptions`, checked by one table of rules (`RULES`): the ranges
 OpenAI and vLLM define, finite numbers only. An error names the field the way its caller spelt it
 (``extra_inputs.temperature`` on a Saxml route, ``temperature`` on an OpenAI one), never an
 internal key.
@@ -15,41 +15,16 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields, replace
 from typing import Any
 
 from sax.errors import invalid
+from sax.generation import SamplingOptions
 
 MAX_DECODE_STEPS = 4096
 MAX_SAMPLES = 16
 MAX_LOGIT_BIAS = 100.0
 MAX_LOGPROBS = 20
-
-
-@dataclass(frozen=True)
-class SamplingOptions:
-    """One request's sampling; the defaults mean "off" for every optional knob."""
-
-    temperature: float = 0.0
-    max_decode_steps: int = 64
-    top_k: int = 0  # 0 = disabled
-    top_p: float = 1.0
-    num_samples: int = 1
-    seed: int | None = None
-    stop: tuple[str, ...] = field(default_factory=tuple)
-    min_p: float = 0.0
-    min_tokens: int = 0
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
-    repetition_penalty: float = 1.0
-    stop_token_ids: tuple[int, ...] = field(default_factory=tuple)
-    logit_bias: tuple[tuple[int, float], ...] = field(default_factory=tuple)
-    ignore_eos: bool = False
-    skip_special_tokens: bool = True
-    logprobs: int | None = None  # per generated token: None = none, k = with the top k
-    json_object: bool = False  # structured output: any JSON object
-    json_schema: str | None = None  # structured output: JSON matching this schema (JSON text)
-
 
 # The options every servable honours (the original Saxml set).
 BASIC_FIELDS = frozenset(

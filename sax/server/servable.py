@@ -17,11 +17,13 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from prometheus_client import Metric
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sax.errors import Code, SaxError, invalid
-from sax.schemas import GradientResponse, Sample, StreamItem
-from sax.server.sampling import BASIC_FIELDS, SamplingOptions, apply_options, sampling_from_extra
+from sax.generation import Sample, SamplingOptions, StreamItem
+from sax.schemas import GradientResponse
+from sax.server.sampling import BASIC_FIELDS, apply_options, sampling_from_extra
 
 # Override keys that steer placement on the admin; servables never see them.
 PLACEMENT_KEYS = frozenset({"ram", "constraints", "chip", "topology"})
@@ -115,10 +117,11 @@ class Servable(abc.ABC):
         model whose engine died to FAILED with this reason."""
         return None
 
-    def engine_counters(self) -> dict[str, int]:
-        """Cumulative engine counters for ``/metrics`` (`sax.server.metrics.ENGINE_COUNTERS`
-        names them), e.g. prefix-cache token lookups and hits; empty for engines without any."""
-        return {}
+    def engine_metrics(self) -> list[Metric]:
+        """The engine's own Prometheus metric families (vLLM's time to first token, queue time,
+        KV-cache usage, prefix-cache hits...), which ``/metrics`` serves labelled with the model;
+        empty for engines without any."""
+        return []
 
     def sampling_defaults(self) -> SamplingOptions:
         """The config's defaults (a `SamplingConfig`), else the class's `default_sampling`."""

@@ -14,8 +14,8 @@ import torch
 
 from sax.backends.jax import model
 from sax.errors import SaxError
+from sax.generation import SamplingOptions
 from sax.models.jax import Tiny
-from sax.server.sampling import SamplingOptions
 
 PROMPTS = ["The quick brown fox", "Hello world! How are", "Serving large language models"]
 

@@ -30,8 +30,8 @@ def greedy_on_meshes() -> dict[str, Any]:
     from sax.backends.jax.config import ModelConfig
     from sax.backends.jax.engine import Engine, EngineConfig
     from sax.backends.jax.weights import load_params
+    from sax.generation import SamplingOptions
     from sax.models import assets
-    from sax.server.sampling import SamplingOptions
 
     path = str(assets.tiny_llama_dir())
     cfg = ModelConfig.load(path)

@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from sax.generation import SamplingOptions
 from sax.models import assets
 from sax.models.jax import SmolLM2_135M
-from sax.server.sampling import SamplingOptions
 from sax.server.servable import LoadSpec
 
 STEPS = 40

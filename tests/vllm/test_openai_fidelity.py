@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from sax.models.vllm import Tiny
-from sax.server.prompts import render_chat, text_token_ids
+from sax.prompts import render_chat, text_token_ids
 from tests.vllm.conftest import Served, wait_running
 
 PROMPT = "The admin server places model replicas"

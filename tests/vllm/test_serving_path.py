@@ -3,10 +3,9 @@ off the event loop, and the prefix cache's hits visible on ``/metrics``."""
 
 from __future__ import annotations
 
-import re
-
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from sax.backends.vllm_engine import THREAD_TOKENIZE_CHARS
 from sax.errors import Code, SaxError
@@ -17,9 +16,14 @@ SYSTEM = "You are a careful assistant. Answer briefly and name your sources. " *
 
 
 def _counter(metrics: str, name: str, model: str) -> float:
-    match = re.search(rf'^{name}_total{{model="{re.escape(model)}"}} (\S+)$', metrics, re.M)
-    assert match is not None, f"{name} missing from /metrics"
-    return float(match.group(1))
+    values = [
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == f"{name}_total" and sample.labels.get("model") == model
+    ]
+    assert values, f"{name} missing from /metrics"
+    return sum(values)
 
 
 async def test_usage_counts_reuse_the_ids_the_engine_ran(tiny: Tiny) -> None:
@@ -56,11 +60,11 @@ async def test_shared_prefix_hits_the_prefix_cache(model_server: Served, tiny: T
         # The stat logger records once per engine step; a third request flushes the last one.
         await tiny.generate("flush", options)
         second = (await http.get("/metrics")).text
-    queries = _counter(second, "sax_prefix_cache_queries", model) - _counter(
-        first, "sax_prefix_cache_queries", model
+    queries = _counter(second, "vllm:prefix_cache_queries", model) - _counter(
+        first, "vllm:prefix_cache_queries", model
     )
-    hits = _counter(second, "sax_prefix_cache_hits", model) - _counter(
-        first, "sax_prefix_cache_hits", model
+    hits = _counter(second, "vllm:prefix_cache_hits", model) - _counter(
+        first, "vllm:prefix_cache_hits", model
     )
     assert tiny.engine is not None
     shared = len(tiny.engine.prompt_ids(SYSTEM))

@@ -42,8 +42,7 @@ from sax.backends.jax import model, sampling
 from sax.backends.jax.config import ModelConfig
 from sax.backends.jax.detok import TextStream
 from sax.errors import Code, SaxError, invalid
-from sax.schemas import Sample, StreamItem
-from sax.server.sampling import SamplingOptions
+from sax.generation import Sample, SamplingOptions, StreamItem
 
 
 @dataclass(frozen=True)

@@ -4,3 +4,7 @@
 - `tasks`: loaded Hugging Face models (transformers, diffusers) and their batch functions.
 - `tiny`: tiny random-weight model directories built in-process, the tests' twins.
 """
+
+from sax.backends import require
+
+require("torch", "transformers", "diffusers", "PIL")

@@ -9,7 +9,7 @@ import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from sax.models import assets
-from sax.server.prompts import TokenPrompt, render_chat, text_token_ids
+from sax.prompts import TokenPrompt, render_chat, text_token_ids
 
 
 @pytest.fixture(scope="module", params=["smollm2", "tiny"])

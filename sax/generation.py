@@ -1,0 +1,91 @@
+"""What a generation engine takes and returns, whatever the engine and whatever the wire.
+
+`SamplingOptions` is one request's sampling, already checked (the server's `sax.server.sampling`
+builds it from a Saxml route's extra inputs or an OpenAI route's fields). An engine answers with
+`Sample`s (``lm.generate``) or, per decode step, `StreamItem`s (``lm.generate_stream``), each
+generated token optionally with its `TokenLogprob`.
+
+The result types are pydantic models because they are also the bodies the data API sends:
+`sax.schemas` uses them as field types, so the OpenAPI specs describe exactly what the engines
+return. Engines import this module, never the server or its schemas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """One request's sampling; the defaults mean "off" for every optional knob."""
+
+    temperature: float = 0.0
+    max_decode_steps: int = 64
+    top_k: int = 0  # 0 = disabled
+    top_p: float = 1.0
+    num_samples: int = 1
+    seed: int | None = None
+    stop: tuple[str, ...] = field(default_factory=tuple)
+    min_p: float = 0.0
+    min_tokens: int = 0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    stop_token_ids: tuple[int, ...] = field(default_factory=tuple)
+    logit_bias: tuple[tuple[int, float], ...] = field(default_factory=tuple)
+    ignore_eos: bool = False
+    skip_special_tokens: bool = True
+    logprobs: int | None = None  # per generated token: None = none, k = with the top k
+    json_object: bool = False  # structured output: any JSON object
+    json_schema: str | None = None  # structured output: JSON matching this schema (JSON text)
+
+
+class _Result(BaseModel):
+    # As `sax.schemas.Response`: lenient, so an older client reads a newer server.
+    model_config = ConfigDict(extra="ignore", defer_build=True)
+
+
+class TopLogprob(_Result):
+    token: str
+    token_id: int
+    logprob: float
+
+
+class TokenLogprob(_Result):
+    """One generated token: its log-probability (natural log, >= -9999) and, most likely
+    first, the top alternatives the request asked for."""
+
+    token: str
+    token_id: int
+    logprob: float
+    top: list[TopLogprob] = Field(default_factory=list)
+
+
+class Sample(_Result):
+    text: str
+    score: float = Field(description="cumulative log-probability of the generated tokens")
+    num_tokens: int = 0
+    finish_reason: str = "stop"
+    logprobs: list[TokenLogprob] | None = Field(
+        default=None, description="per generated token, when the request asked for them"
+    )
+
+
+class StreamItem(_Result):
+    """One sample's progress: the full text is ``acc[:prefix_len] + text``."""
+
+    index: int
+    text: str
+    prefix_len: int
+    score: float
+    num_tokens: int = Field(
+        default=0, description="tokens generated for this sample so far; 0 = unknown"
+    )
+    finish_reason: str | None = Field(
+        default=None, description="set on the sample's last item: the engine's stop, length..."
+    )
+    logprobs: list[TokenLogprob] | None = Field(
+        default=None, description="this step's tokens, when the request asked for log-probs"
+    )
