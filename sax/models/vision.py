@@ -74,6 +74,10 @@ class TorchVisionServable(VisionServable):
     Config: ClassVar[type[ServableConfig]] = VisionConfig
     config: VisionConfig
     weights_bytes: ClassVar[int] = 64 * _MIB  # memory estimate for a random-weight twin
+    # The `sax.backends.torch.tasks` class the model loads as (imported with torch, on load), and
+    # batch lane -> the task's batch method.
+    task_class: ClassVar[str] = ""
+    lanes: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, spec: LoadSpec) -> None:
         super().__init__(spec)
@@ -87,9 +91,13 @@ class TorchVisionServable(VisionServable):
     def tiny_dir(self) -> Path:
         """The random-weight twin's directory (checkpoint None)."""
 
-    @abc.abstractmethod
     def build(self, model_dir: Path) -> dict[str, BatchFn]:
-        """Loads the model (in a worker thread); returns its batch lanes."""
+        """Loads the model as its `task_class` (in a worker thread); returns its batch lanes."""
+        from sax.backends.torch import tasks
+
+        task = getattr(tasks, self.task_class)
+        self.task = task(model_dir, self.config.dtype, self.config.device)
+        return {lane: getattr(self.task, method) for lane, method in self.lanes.items()}
 
     def model_dir(self) -> Path:
         if self.spec.random_weights:
@@ -142,14 +150,11 @@ class ImageClassifier(TorchVisionServable):
     Config: ClassVar[type[ServableConfig]] = ClassifierConfig
     config: ClassifierConfig
 
+    task_class = "Classifier"
+    lanes = {"classify": "classify"}
+
     def tiny_dir(self) -> Path:
         return tiny.classifier_dir()
-
-    def build(self, model_dir: Path) -> dict[str, BatchFn]:
-        from sax.backends.torch.tasks import Classifier
-
-        self.task = Classifier(model_dir, self.config.dtype, self.config.device)
-        return {"classify": self.task.classify}
 
     async def classify(
         self, image: str, extra: Mapping[str, Any], field: str = IMAGE_FIELD
@@ -168,14 +173,11 @@ class ImageClassifier(TorchVisionServable):
 class Clip(TorchVisionServable):
     methods: ClassVar[frozenset[str]] = frozenset({"vm.embed", "lm.embed"})
 
+    task_class = "ClipEmbedder"
+    lanes = {"image": "embed_images", "text": "embed_texts"}
+
     def tiny_dir(self) -> Path:
         return tiny.clip_dir()
-
-    def build(self, model_dir: Path) -> dict[str, BatchFn]:
-        from sax.backends.torch.tasks import ClipEmbedder
-
-        self.task = ClipEmbedder(model_dir, self.config.dtype, self.config.device)
-        return {"image": self.task.embed_images, "text": self.task.embed_texts}
 
     async def embed_image(
         self, image: str, extra: Mapping[str, Any], field: str = IMAGE_FIELD
@@ -199,14 +201,11 @@ class Detector(TorchVisionServable):
     Config: ClassVar[type[ServableConfig]] = DetectorConfig
     config: DetectorConfig
 
+    task_class = "Detector"
+    lanes = {"detect": "detect"}
+
     def tiny_dir(self) -> Path:
         return tiny.detector_dir()
-
-    def build(self, model_dir: Path) -> dict[str, BatchFn]:
-        from sax.backends.torch.tasks import Detector as DetectorTask
-
-        self.task = DetectorTask(model_dir, self.config.dtype, self.config.device)
-        return {"detect": self.task.detect}
 
     async def detect(
         self, image: str, texts: list[str], extra: Mapping[str, Any], field: str = IMAGE_FIELD

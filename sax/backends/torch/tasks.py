@@ -39,10 +39,23 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def _image_processor(model_dir: Path) -> Any:
-    from transformers import AutoImageProcessor
+class _ImageModel:
+    """A transformers model directory loaded with `auto` (an Auto class) in `dtype`, on one
+    device in eval mode, with its image processor; `labels` from its config (index -> name)."""
 
-    return AutoImageProcessor.from_pretrained(str(model_dir))
+    def __init__(self, auto: Any, model_dir: Path, dtype: str, device: str) -> None:
+        from transformers import AutoImageProcessor
+
+        self.processor = AutoImageProcessor.from_pretrained(str(model_dir))
+        self.device = pick_device(device)
+        model = auto.from_pretrained(str(model_dir), dtype=_dtype(dtype))
+        self.model = model.to(self.device).eval()
+        self.labels = {int(k): str(v) for k, v in self.model.config.id2label.items()}
+
+    def inputs(self, images: list[Image.Image]) -> tuple[torch.Tensor, Any]:
+        """The processor's output for `images` and its pixel values on the model's device."""
+        inputs = self.processor(images=images, return_tensors="pt")
+        return inputs["pixel_values"].to(self.device, self.model.dtype), inputs
 
 
 @dataclass(frozen=True)
@@ -74,20 +87,11 @@ class GenerateItem:
     seed: int
 
 
-class Classifier:
+class Classifier(_ImageModel):
     def __init__(self, model_dir: Path, dtype: str = "float32", device: str = "auto") -> None:
         from transformers import AutoModelForImageClassification
 
-        self.processor = _image_processor(model_dir)
-        self.device = pick_device(device)
-        self.model = (
-            AutoModelForImageClassification.from_pretrained(str(model_dir), dtype=_dtype(dtype))
-            .to(self.device)
-            .eval()
-        )
-        self.labels: dict[int, str] = {
-            int(k): str(v) for k, v in self.model.config.id2label.items()
-        }
+        super().__init__(AutoModelForImageClassification, model_dir, dtype, device)
 
     @property
     def num_labels(self) -> int:
@@ -95,8 +99,7 @@ class Classifier:
 
     @torch.inference_mode()
     def classify(self, items: list[ClassifyItem]) -> list[list[tuple[str, float]]]:
-        inputs = self.processor(images=[i.image for i in items], return_tensors="pt")
-        pixels = inputs["pixel_values"].to(self.device, self.model.dtype)
+        pixels, _ = self.inputs([i.image for i in items])
         probs = self.model(pixel_values=pixels).logits.float().softmax(-1).cpu()
         out = []
         for row, item in zip(probs, items, strict=True):
@@ -105,16 +108,12 @@ class Classifier:
         return out
 
 
-class ClipEmbedder:
+class ClipEmbedder(_ImageModel):
     def __init__(self, model_dir: Path, dtype: str = "float32", device: str = "auto") -> None:
         from transformers import AutoModel, AutoTokenizer
 
-        self.processor = _image_processor(model_dir)
+        super().__init__(AutoModel, model_dir, dtype, device)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.device = pick_device(device)
-        self.model = (
-            AutoModel.from_pretrained(str(model_dir), dtype=_dtype(dtype)).to(self.device).eval()
-        )
         self.max_text_tokens = int(self.model.config.text_config.max_position_embeddings)
 
     @staticmethod
@@ -126,8 +125,7 @@ class ClipEmbedder:
 
     @torch.inference_mode()
     def embed_images(self, images: list[Image.Image]) -> list[list[float]]:
-        inputs = self.processor(images=images, return_tensors="pt")
-        pixels = inputs["pixel_values"].to(self.device, self.model.dtype)
+        pixels, _ = self.inputs(images)
         return self._rows(self.model.get_image_features(pixel_values=pixels))
 
     @torch.inference_mode()
@@ -150,24 +148,16 @@ class ClipEmbedder:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-class Detector:
+class Detector(_ImageModel):
     def __init__(self, model_dir: Path, dtype: str = "float32", device: str = "auto") -> None:
         from transformers import AutoModelForObjectDetection
 
-        self.processor = _image_processor(model_dir)
-        self.device = pick_device(device)
-        self.model = (
-            AutoModelForObjectDetection.from_pretrained(str(model_dir), dtype=_dtype(dtype))
-            .to(self.device)
-            .eval()
-        )
-        self.labels = {int(k): str(v) for k, v in self.model.config.id2label.items()}
+        super().__init__(AutoModelForObjectDetection, model_dir, dtype, device)
 
     @torch.inference_mode()
     def detect(self, items: list[DetectItem]) -> list[list[Box]]:
         images = [i.image for i in items]
-        inputs = self.processor(images=images, return_tensors="pt")
-        pixels = inputs["pixel_values"].to(self.device, self.model.dtype)
+        pixels, inputs = self.inputs(images)
         mask = inputs.get("pixel_mask")
         outputs = self.model(
             pixel_values=pixels, pixel_mask=None if mask is None else mask.to(self.device)

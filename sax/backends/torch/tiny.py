@@ -63,6 +63,14 @@ def _vit_processor(size: int) -> Any:
     return ViTImageProcessor(size={"height": size, "width": size}, image_mean=_MEAN, image_std=_STD)
 
 
+def _label_maps(labels: tuple[str, ...]) -> dict[str, Any]:
+    """A transformers config's ``id2label`` and ``label2id`` for `labels`."""
+    return {
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: i for i, label in enumerate(labels)},
+    }
+
+
 def build_classifier(out: Path, seed: int = 0, labels: tuple[str, ...] = TINY_LABELS) -> Any:
     """A ViT image classifier over `labels` (32x32 input, 2 layers, hidden 32); returns it."""
     import torch
@@ -76,8 +84,7 @@ def build_classifier(out: Path, seed: int = 0, labels: tuple[str, ...] = TINY_LA
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
+        **_label_maps(labels),
     )
     model = ViTForImageClassification(config)
     model.save_pretrained(out, safe_serialization=True)
@@ -152,8 +159,7 @@ def build_detector(out: Path, seed: int = 0, labels: tuple[str, ...] = TINY_LABE
         decoder_attention_heads=2,
         encoder_ffn_dim=64,
         decoder_ffn_dim=64,
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
+        **_label_maps(labels),
     )
     model = DetrForObjectDetection(config)
     model.save_pretrained(out, safe_serialization=True)
