@@ -46,27 +46,23 @@ class AdminMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
-        self.join_latency = Histogram(
+        self.join_latency = self._latency(
             "sax_admin_join_handling_seconds",
             "Time to process a join, not counting the long-poll hold.",
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
         )
-        self.publish_to_assignment = Histogram(
+        self.publish_to_assignment = self._latency(
             "sax_admin_publish_to_assignment_seconds",
             "Time from a publish to the first placement that assigns the model a server.",
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
         )
-        self.placement_latency = Histogram(
-            "sax_admin_placement_seconds",
-            "Time to compute and install one placement.",
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
+        self.placement_latency = self._latency(
+            "sax_admin_placement_seconds", "Time to compute and install one placement."
         )
         self.dead_servers = Counter(
             "sax_admin_dead_servers", "Servers declared dead.", ["why"], registry=self.registry
         )
+
+    def _latency(self, name: str, documentation: str) -> Histogram:
+        return Histogram(name, documentation, buckets=_LATENCY_BUCKETS, registry=self.registry)
 
     def watch_gauges(self, snapshot: Callable[[], Snapshot]) -> None:
         self.registry.register(_Gauges(snapshot))

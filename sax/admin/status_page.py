@@ -8,10 +8,11 @@ is on, the cell's admin ACL, each model's ACLs and each principal's groups; neve
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from html import escape
 
-from sax.schemas import CellConfig, ModelList, ServerList
+from sax.schemas import CellConfig, ModelList, ReplicaStatus, ServerList
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -25,6 +26,14 @@ th { background: #f0f0f0; }
 def _cell(value: object, cls: str = "") -> str:
     attr = f' class="{cls}"' if cls else ""
     return f"<td{attr}>{escape(str(value))}</td>"
+
+
+def _statuses(replicas: Iterable[tuple[str, ReplicaStatus | None, str]]) -> str:
+    """``name: STATUS (reason)`` for each (name, status, failure reason); no status: ASSIGNED."""
+    return ", ".join(
+        f"{name}: {status.value if status else 'ASSIGNED'}" + (f" ({reason})" if reason else "")
+        for name, status, reason in replicas
+    )
 
 
 @dataclass(frozen=True)
@@ -80,11 +89,7 @@ def render(
     rows = []
     for m in models.models:
         short = m.ready_replicas < m.num_replicas
-        statuses = ", ".join(
-            f"{r.server}: {r.status.value if r.status else 'ASSIGNED'}"
-            + (f" ({r.failure_reason})" if r.failure_reason else "")
-            for r in m.replicas
-        )
+        statuses = _statuses((r.server, r.status, r.failure_reason) for r in m.replicas)
         rows.append(
             "<tr>"
             + _cell(m.model_id)
@@ -98,11 +103,7 @@ def render(
         )
     server_rows = []
     for s in servers.servers:
-        held = ", ".join(
-            f"{r.model_id}: {r.status.value}"
-            + (f" ({r.failure_reason})" if r.failure_reason else "")
-            for r in s.models
-        )
+        held = _statuses((r.model_id, r.status, r.failure_reason) for r in s.models)
         server_rows.append(
             "<tr>"
             + _cell(s.address)

@@ -8,8 +8,8 @@ differs or whose seqno is unknown (too old or ahead) gets the full set at once, 
 following an older admin never applies a delta on top of a stale set; and a wait is bounded,
 ending in a valid "no change" result.
 
-`Waitable` is a counter whose value the `Cell` sets from reports (never incremented), so it
-cannot drift from what the servers say.
+`Waitable` is a counter whose value `sax.admin.placer` sets from reports (never incremented),
+so it cannot drift from what the servers say.
 """
 
 from __future__ import annotations

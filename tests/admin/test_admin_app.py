@@ -10,13 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from sax.admin.cell import Cell
 from sax.admin_app import create_app
 from sax.naming import CellId
 from sax.schemas import MAX_BODY_BYTES, CellState
-from tests.helpers import free_port
+from tests.helpers import serving_app
 
 ECHO = "sax.models.test.Echo"
 M = "/sax/test/m"
@@ -37,21 +36,9 @@ async def serving(**kw: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Cell, Dis
     disk = Disk()
     kw.setdefault("join_poll_timeout_s", 0.5)
     cell = Cell(CellId("test"), "admin-1", disk, **kw)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(cell), host="127.0.0.1", port=port, log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
-    for _ in range(1000):
-        if server.started:
-            break
-        await asyncio.sleep(0.01)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+    async with serving_app(create_app(cell)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
             yield client, cell, disk
-    finally:
-        server.should_exit = True
-        await task
 
 
 def join_body(addr: str, *models: dict[str, Any], admin_id: str = "admin-1") -> dict[str, Any]:

@@ -6,7 +6,6 @@ cell's state is then checked directly: what WatchLoc advertises, where the repli
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from sax.admin.cell import Cell
 from sax.admin_app import create_app
@@ -25,7 +23,7 @@ from sax.auth.source import AuthSource
 from sax.naming import CellId
 from sax.schemas import CellConfig, CellState
 from sax.store import CellStore
-from tests.helpers import free_port
+from tests.helpers import serving_app
 
 ECHO = "sax.models.test.Echo"
 M = "/sax/test/smollm"
@@ -67,22 +65,10 @@ async def secured_admin(**kw: Any) -> AsyncIterator[Admin]:
     CellStore(root, CellId("test")).create(config)
     kw.setdefault("join_poll_timeout_s", 0.3)
     cell = Cell(CellId("test"), "admin-1", Disk(), **kw)
-    port = free_port()
     auth = AuthSource(CellStore(root, CellId("test")))
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(cell, auth), host="127.0.0.1", port=port, log_level="warning")
-    )
-    task = asyncio.create_task(server.serve())
-    for _ in range(1000):
-        if server.started:
-            break
-        await asyncio.sleep(0.01)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+    async with serving_app(create_app(cell, auth)) as url:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
             yield Admin(http, cell, tokens)
-    finally:
-        server.should_exit = True
-        await task
 
 
 def join_body(address: str, *models: dict[str, Any], data_address: str = "") -> dict[str, Any]:
