@@ -10,24 +10,106 @@ quirks are fixed on purpose: ``lm.score`` prints one score per suffix, ``update`
 ``--replicas`` changes only what is given, tables list gradients in name order.
 
 The commands live beside this module: `admin_commands` (cells and models), `access_commands`
-(ACLs, principals, tokens), `data_commands` (lm.*, vm.*); `args` parses, `render` prints.
+(ACLs, principals, tokens), `data_commands` (lm.*, vm.*); `args` parses, `render` prints. A
+command's module is imported, and its click command built, only when that command runs or help
+lists it, so each run pays for one command's imports.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 import types
-from collections.abc import Sequence
-from typing import Annotated
+from collections.abc import Iterator, MutableMapping, Sequence
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
-from sax.cli import access_commands, admin_commands, data_commands
 from sax.cli.args import DEFAULT_TIMEOUT, Settings, normalize_argv, parse_duration
 from sax.cli.render import usage
 
 HELP = "Saxml command-line tool: manage a cell's models and query them."
+
+# Each command's module under sax.cli, in the order help lists them.
+HOMES: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "create",
+            "ls",
+            "publish",
+            "unpublish",
+            "update",
+            "update_checkpoint",
+            "stats",
+            "servers",
+            "watch",
+            "wait",
+        ),
+        "admin_commands",
+    ),
+    **dict.fromkeys(
+        ("getacl", "setacl", "addtoken", "revoke", "setgroups", "principals"), "access_commands"
+    ),
+    **dict.fromkeys(
+        (
+            "lm.generate",
+            "lm.score",
+            "lm.embed",
+            "lm.gradient",
+            "vm.classify",
+            "vm.embed",
+            "vm.detect",
+            "vm.generate",
+        ),
+        "data_commands",
+    ),
+}
+
+
+class LazyCommands(MutableMapping[str, Any]):
+    """The root group's commands by name: those in `HOMES` are built from their module's
+    `commands` (a `typer.Typer`) on first lookup, with the root app's settings."""
+
+    def __init__(self, built: dict[str, Any]) -> None:
+        self._built = built
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._built and name in HOMES:
+            module = importlib.import_module(f"sax.cli.{HOMES[name]}")
+            for info in module.commands.registered_commands:
+                if info.name == name:
+                    self._built[name] = typer.main.get_command_from_info(
+                        info,
+                        pretty_exceptions_short=app.pretty_exceptions_short,
+                        rich_markup_mode=app.rich_markup_mode,
+                    )
+        return self._built[name]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from (name for name in self._built if name not in HOMES)
+        yield from HOMES
+
+    def __len__(self) -> int:
+        return len(self._built.keys() | HOMES.keys())
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._built[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._built[name]
+
+
+class RootGroup(TyperGroup):
+    """saxutil's group: the commands Typer built (help) and `LazyCommands` for the rest."""
+
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = LazyCommands(dict(self.commands))
+
+
 app = typer.Typer(
+    cls=RootGroup,
     add_completion=False,
     no_args_is_help=True,
     help=HELP,
@@ -85,10 +167,6 @@ def help_command(
         usage(f"Subcommand {command} not understood")
     with type(root)(sub, info_name=command, parent=root) as sub_ctx:
         typer.echo(sub.get_help(sub_ctx))
-
-
-for group in (admin_commands, access_commands, data_commands):
-    app.registered_commands.extend(group.commands.registered_commands)
 
 
 def skip_httpx_cli() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import time
@@ -10,7 +11,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from sax.cli.args import normalize_argv, parse_duration, parse_extra
-from sax.cli.saxutil import app
+from sax.cli.saxutil import HOMES, app
 from sax.errors import SaxError
 from tests.client.fakes import FakeCell
 from tests.helpers import SAXUTIL
@@ -230,3 +231,12 @@ def test_parse_duration_and_argv_normalisation() -> None:
         "/sax/t/m",
         "-",
     ]
+
+
+def test_every_command_has_one_home_in_help_order() -> None:
+    """HOMES (which module builds a command when it runs) lists each module's commands, in order."""
+    for module in set(HOMES.values()):
+        registered = importlib.import_module(f"sax.cli.{module}").commands.registered_commands
+        assert [c.name for c in registered] == [n for n, m in HOMES.items() if m == module]
+    listed = CliRunner().invoke(app, ["--help"]).stdout.split("Commands:\n")[1].splitlines()
+    assert [line.split()[0] for line in listed] == ["help", *HOMES]
