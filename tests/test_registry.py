@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
+
 import pytest
 
 from sax.errors import Code, SaxError
@@ -22,6 +24,14 @@ def test_resolves_registered_paths_only() -> None:
 def test_test_servables_are_advertised() -> None:
     paths = registry.servable_paths({"test"})
     assert {"sax.models.test.Echo", "sax.models.test.FailToLoad"} <= set(paths)
+
+
+def test_each_servable_module_is_the_entry_point_of_its_backend() -> None:
+    modules = {ep.value: ep.name for ep in entry_points(group=registry.GROUP)}
+    assert modules["sax.models.test"] == "test"
+    for path in registry.servable_paths():
+        cls = registry.resolve(path)
+        assert modules[cls.__module__] == cls.backend, path
 
 
 def test_overrides_are_strict_and_name_the_key() -> None:
