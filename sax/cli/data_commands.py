@@ -214,7 +214,12 @@ def vm_classify(
 ) -> None:
     """Classify an image against a given model."""
     results = call_on_image(
-        ctx, model_id, image, extra, "Failed to classify image", lambda m, *a: m.vm.classify(*a)
+        ctx,
+        model_id,
+        image,
+        extra,
+        "Failed to classify image",
+        lambda m, data, inputs: m.vm.classify(data, inputs),
     )
     echo_result(
         as_json,
@@ -234,7 +239,12 @@ def vm_embed(
 ) -> None:
     """Embed an image (as byte array) against a given model."""
     embedding = call_on_image(
-        ctx, model_id, image, extra, "Failed to embed image", lambda m, *a: m.vm.embed(*a)
+        ctx,
+        model_id,
+        image,
+        extra,
+        "Failed to embed image",
+        lambda m, data, inputs: m.vm.embed(data, inputs),
     )
     name = "stdin" if image == "-" else image
     echo_result(
