@@ -7,7 +7,7 @@ servable aborts its engine request on cancellation). Every admitted call is coun
 gate's `RequestStats`, success or error; the slot is always released (Saxml leaked it when a
 queued request's deadline expired).
 
-ACLs are checked before a gate is taken (`sax.auth.acl`, from `sax.model_app`).
+ACLs are checked before a gate is taken (`sax.server.access`).
 """
 
 from __future__ import annotations

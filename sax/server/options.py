@@ -2,7 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, ByteSize, TypeAdapter
+
+# A bare k/m/g/t unit, with or without "b" ("2G", "512m", "2GB"), is binary here, as the flags
+# always took it; pydantic reads those as decimal (only "GiB" is binary there).
+_BINARY_UNIT = re.compile(r"^\s*([0-9.]+)\s*([kmgtKMGT])[iI]?[bB]?\s*$")
+
+
+def _binary_units(value: Any) -> Any:
+    if isinstance(value, str) and (match := _BINARY_UNIT.match(value)):
+        return f"{match[1]}{match[2]}iB"
+    return value
+
+
+Bytes = Annotated[ByteSize, BeforeValidator(_binary_units)]
+_BYTES: TypeAdapter[ByteSize] = TypeAdapter(Bytes)
+
+
+def parse_byte_size(text: str) -> int:
+    """``"0"``, ``"123"``, ``"16GiB"``, ``"512MiB"``, ``"2G"`` (binary units: 2 GiB) -> bytes;
+    ValueError naming the problem otherwise."""
+    return int(_BYTES.validate_python(text))
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,9 @@ async def test_generate_score_embed_status_and_errors() -> None:
             in metrics
         )
         assert f'sax_model_status{{model="{CELL}/m",status="LOADED"}} 1.0' in metrics
+        latency = f'method="lm.generate",model="{CELL}/m"'
+        assert f"sax_request_latency_seconds_count{{{latency}}} 1.0" in metrics
+        assert f'sax_request_latency_seconds_bucket{{le="+Inf",{latency}}} 1.0' in metrics
         assert (await c.get("/docs")).status_code == 200
         spec = (await c.get("/openapi.json")).json()
         assert "/v1/models/{name}/lm.generate_stream" in spec["paths"]
