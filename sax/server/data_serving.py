@@ -56,7 +56,6 @@ class DataMethod:
     admission size, and a method that takes no extra inputs refuses any."""
 
     method: str  # "lm.score": the ACL key and the route's last path segment
-    name: str  # the route's name ("score"), which its OpenAPI operation id derives from
     request: type[BaseModel]
     response: type[BaseModel]
     call: Callable[[Servable, Any], EngineCall]
@@ -64,7 +63,16 @@ class DataMethod:
     params: Callable[[Any], Mapping[str, str]] = field(default=lambda _: {})
     cost: Callable[[Any], int] = field(default=lambda _: 1)
     takes_extra_inputs: bool = True
-    operation_id: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The route's name: ``score`` for ``lm.score``, ``vm_classify`` for ``vm.classify``."""
+        return self.method.removeprefix("lm.").replace(".", "_")
+
+    @property
+    def operation_id(self) -> str | None:
+        """``vm_*`` for the vision methods; FastAPI derives the ``lm.*`` ones from the name."""
+        return self.name if self.method.startswith("vm.") else None
 
 
 def _vision(
@@ -75,22 +83,14 @@ def _vision(
     respond: Callable[[Any], BaseModel],
 ) -> DataMethod:
     """A ``vm.*`` method: served by a `VisionServable` that lists it, else UNIMPLEMENTED."""
-    name = method.replace(".", "_")
     return DataMethod(
-        method,
-        name,
-        request,
-        response,
-        lambda s, b: call(as_vision(s, method), b),
-        respond,
-        operation_id=name,
+        method, request, response, lambda s, b: call(as_vision(s, method), b), respond
     )
 
 
 DATA_METHODS: tuple[DataMethod, ...] = (
     DataMethod(
         "lm.generate",
-        "generate",
         GenerateRequest,
         GenerateResponse,
         lambda s, b: partial(s.generate, s.lm_prompt(b.text), s.sampling(b.extra_inputs)),
@@ -99,7 +99,6 @@ DATA_METHODS: tuple[DataMethod, ...] = (
     ),
     DataMethod(
         "lm.score",
-        "score",
         ScoreRequest,
         ScoreResponse,
         lambda s, b: partial(s.score, b.prefix, b.suffixes, b.extra_inputs),
@@ -110,7 +109,6 @@ DATA_METHODS: tuple[DataMethod, ...] = (
     ),
     DataMethod(
         "lm.embed",
-        "embed",
         EmbedRequest,
         EmbedResponse,
         lambda s, b: partial(s.embed, b.text, b.extra_inputs),
@@ -120,7 +118,6 @@ DATA_METHODS: tuple[DataMethod, ...] = (
     ),
     DataMethod(
         "lm.gradient",
-        "gradient",
         GradientRequest,
         GradientResponse,
         lambda s, b: partial(s.gradient, b.prefix, b.suffix, b.extra_inputs),
