@@ -41,6 +41,7 @@ Insecure = Annotated[
         "--insecure", help="serve a non-loopback address although the cell has no principals"
     ),
 ]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v")]
 
 
 def _setup_logging(verbose: bool = False) -> None:
@@ -81,13 +82,19 @@ def _cell(text: str) -> str:
         raise typer.BadParameter(exc.message) from exc
 
 
-def parse_bytes(text: str) -> int:
-    """'0', '123', '16GiB', '512MiB', '2G' -> bytes."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    if t and t[-1] in units:
-        return int(float(t[:-1]) * units[t[-1]])
-    return int(t)
+def _server_process(
+    verbose: bool, sax_cell: str, sax_root: str, port: int, host: str, insecure: bool
+) -> dict[str, Any]:
+    """Sets up a server process's logging and returns the options both server processes take
+    alike: their cell and where they listen."""
+    _setup_logging(verbose)
+    return {
+        "sax_root": sax_root,
+        "cell": _cell(sax_cell),
+        "port": port,
+        "host": host,
+        "insecure": insecure,
+    }
 
 
 @app.command("admin-config")
@@ -116,22 +123,18 @@ def admin_server(
     lease_ttl: Annotated[float, typer.Option("--lease_ttl", "--lease-ttl")] = 10.0,
     server_ttl: Annotated[float, typer.Option("--server_ttl", "--server-ttl")] = 10.0,
     insecure: Insecure = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Serve a cell's admin API; waits as standby while another admin holds the lease."""
-    _setup_logging(verbose)
-    from sax.admin.options import AdminOptions
+    listen = _server_process(verbose, sax_cell, sax_root, port, host, insecure)
     from sax.admin.main import serve
+    from sax.admin.options import AdminOptions
 
     opts = AdminOptions(
-        sax_root=sax_root,
-        cell=_cell(sax_cell),
-        port=port,
-        host=host,
+        **listen,
         lease_ttl_s=lease_ttl,
         lease_renew_s=max(0.2, lease_ttl / 3),
         server_ttl_s=server_ttl,
-        insecure=insecure,
     )
     _run(serve(opts))
 
@@ -172,28 +175,24 @@ def model_server(
         ),
     ] = "",
     insecure: Insecure = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Serve models: join the cell's admin and load what it assigns."""
-    _setup_logging(verbose)
+    listen = _server_process(verbose, sax_cell, sax_root, port, host, insecure)
     from sax.server.main import serve
-    from sax.server.options import ServerOptions
+    from sax.server.options import ServerOptions, parse_byte_size
 
     opts = ServerOptions(
-        sax_root=sax_root,
-        cell=_cell(sax_cell),
-        port=port,
-        host=host,
+        **listen,
         data_address=data_address,
         chip=platform_chip,
         topology=platform_topology,
         tags=tuple(t for t in tags.split(",") if t),
-        memory_bytes=parse_bytes(memory),
+        memory_bytes=parse_byte_size(memory),
         backends=tuple(b for b in backends.split(",") if b),
         max_concurrent_loads=max_concurrent_loads,
         drain_timeout_s=drain_timeout,
         token=token,
-        insecure=insecure,
     )
     _run(serve(opts))
     _exit_now(0)
