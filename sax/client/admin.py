@@ -4,20 +4,24 @@ Clients never cache the admin's address across a failure: a connection error or 
 that lost its lease answers UNAVAILABLE) makes the next attempt re-read ``location.json``, which
 the new leader has rewritten. That is how Saxml clients follow an admin failover, minus its
 quirk of keeping a stale address set (the WatchLoc loop resets on a full set, see locations.py).
+Attempts are retried by `tenacity` with the backoff of `sax.client.retry` until the deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
-import time
 from typing import Any
 
 import httpx
+import tenacity
 
 from sax.client import http
 from sax.client.credentials import auth_headers
-from sax.client.retry import Backoff, Deadline
+from sax.client.faces import Owner, blocking
+from sax.client.portal import Portal
+from sax.client.retry import MIN_ATTEMPT_S, Backoff, Deadline
 from sax.errors import ADMIN_RETRYABLE, Code, SaxError
 from sax.naming import CellId
 
@@ -36,7 +40,8 @@ def resolve_sax_root(sax_root: str | None) -> str:
 
 
 class AdminLocator:
-    """The leader's ``host:port`` for one cell, read from ``location.json`` and re-read on demand."""
+    """The leader's ``host:port`` for one cell, read from ``location.json`` and re-read on demand.
+    Shared by every loop and thread of the process."""
 
     def __init__(self, sax_root: str, cell: CellId) -> None:
         self.sax_root = sax_root
@@ -44,20 +49,22 @@ class AdminLocator:
         self._address = ""
         self._lock = threading.Lock()
 
-    def address(self) -> str:
-        address = self._address
-        if address:
-            return address
-        with self._lock:
-            if not self._address:
-                self._address = self._read()
-            return self._address
+    async def address(self) -> str:
+        """The cached address, else the one ``location.json`` names (read in a thread: the file
+        may be on gs://)."""
+        return self._address or await asyncio.to_thread(self._load)
 
     def forget(self, address: str) -> None:
         """Drops `address` if it is still the cached one, so the next call re-reads the file."""
         with self._lock:
             if self._address == address:
                 self._address = ""
+
+    def _load(self) -> str:
+        with self._lock:
+            if not self._address:
+                self._address = self._read()
+            return self._address
 
     def _read(self) -> str:
         from sax.store import CellStore
@@ -95,87 +102,29 @@ def _check(response: httpx.Response) -> Any:
     raise http.error_from_response(response.status_code, response.content)
 
 
-def _attempt_timeout(deadline: Deadline, attempt_timeout_s: float) -> float:
-    return deadline.cap(attempt_timeout_s)
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, SaxError) and exc.code in ADMIN_RETRYABLE
 
 
-class AdminClient:
-    """Blocking admin calls for one cell; retries ADMIN_RETRYABLE codes until the deadline.
-    `token`: the bearer token (default: `sax.client.credentials`)."""
+def _retrying(deadline: Deadline) -> tenacity.AsyncRetrying:
+    """Retries of `ADMIN_RETRYABLE` errors with `Backoff`'s delays, while the deadline leaves
+    time for another attempt (`MIN_ATTEMPT_S`); then `tenacity.RetryError`."""
+    backoff = Backoff(deadline)
 
-    def __init__(self, sax_root: str | None, cell: CellId, token: str | None = None) -> None:
-        self.locator = locator(sax_root, cell)
-        self.headers = auth_headers(token)
+    def spent(state: tenacity.RetryCallState) -> bool:
+        left = deadline.remaining()
+        return left is not None and left <= MIN_ATTEMPT_S
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        deadline: Deadline,
-        body: Any = None,
-        params: dict[str, Any] | None = None,
-        attempt_timeout_s: float = ATTEMPT_TIMEOUT_S,
-    ) -> Any:
-        backoff = Backoff(deadline)
-        last: SaxError | None = None
-        while True:
-            address = ""
-            try:
-                address = self.locator.address()
-                response = http.sync_client().request(
-                    method,
-                    f"http://{address}{path}",
-                    json=body,
-                    params=params,
-                    headers=self.headers,
-                    timeout=http.timeout(_attempt_timeout(deadline, attempt_timeout_s)),
-                )
-                return _check(response)
-            except (httpx.HTTPError, SaxError) as exc:
-                last = _retryable(exc, f"admin {method} {path}", address, deadline, last)
-            time.sleep(
-                _next_delay(
-                    self.locator, backoff, deadline, f"admin {method} {path}", last, address
-                )
-            )
-
-
-def _retryable(
-    exc: Exception, what: str, address: str, deadline: Deadline, last: SaxError | None
-) -> SaxError:
-    """The error to retry after a failed admin attempt; raises what must not be retried."""
-    if isinstance(exc, httpx.HTTPError):
-        error = http.error_from_transport(exc, f"admin {address}")
-        if error.code == Code.DEADLINE_EXCEEDED:
-            raise deadline.exceeded(what, last or error) from exc
-        return error
-    assert isinstance(exc, SaxError)
-    if exc.code not in ADMIN_RETRYABLE:
-        raise exc
-    return exc
-
-
-def _next_delay(
-    locator: AdminLocator,
-    backoff: Backoff,
-    deadline: Deadline,
-    what: str,
-    last: SaxError,
-    address: str,
-) -> float:
-    """How long to wait before the next attempt; an UNAVAILABLE admin is forgotten so the next
-    attempt re-reads location.json (a new leader). Raises once the deadline is spent."""
-    if last.code == Code.UNAVAILABLE and address:
-        locator.forget(address)
-    delay = backoff.next_delay()
-    if delay is None:
-        raise deadline.exceeded(what, last)
-    return delay
+    return tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception(_retryable),
+        wait=lambda state: backoff.next_delay() or 0.0,
+        stop=spent,
+    )
 
 
 class AsyncAdminClient:
-    """`AdminClient` for asyncio callers; the file read runs in a thread (it may be gs://)."""
+    """Admin calls for one cell; retries ADMIN_RETRYABLE codes until the deadline.
+    `token`: the bearer token (default: `sax.client.credentials`)."""
 
     def __init__(self, sax_root: str | None, cell: CellId, token: str | None = None) -> None:
         self.locator = locator(sax_root, cell)
@@ -191,27 +140,51 @@ class AsyncAdminClient:
         params: dict[str, Any] | None = None,
         attempt_timeout_s: float = ATTEMPT_TIMEOUT_S,
     ) -> Any:
-        import asyncio  # here, not at the top: the blocking CLI never loads it
+        """The admin's JSON reply (None when empty) to `method` `path`, sending `body` as JSON.
 
-        backoff = Backoff(deadline)
+        Raises the admin's `SaxError`; DEADLINE_EXCEEDED, naming the last error, when the
+        deadline ends the retries or a reply does not come in time. An UNAVAILABLE admin is
+        forgotten, so the next attempt re-reads location.json (a new leader).
+        """
+        what = f"admin {method} {path}"
         last: SaxError | None = None
-        while True:
+
+        async def attempt() -> Any:
+            nonlocal last
             address = ""
             try:
-                address = self.locator._address or await asyncio.to_thread(self.locator.address)
+                address = await self.locator.address()
                 response = await http.async_client().request(
                     method,
                     f"http://{address}{path}",
                     json=body,
                     params=params,
                     headers=self.headers,
-                    timeout=http.timeout(_attempt_timeout(deadline, attempt_timeout_s)),
+                    timeout=http.timeout(deadline.cap(attempt_timeout_s)),
                 )
                 return _check(response)
-            except (httpx.HTTPError, SaxError) as exc:
-                last = _retryable(exc, f"admin {method} {path}", address, deadline, last)
-            await asyncio.sleep(
-                _next_delay(
-                    self.locator, backoff, deadline, f"admin {method} {path}", last, address
-                )
-            )
+            except httpx.HTTPError as exc:
+                error = http.error_from_transport(exc, f"admin {address}")
+                if error.code == Code.DEADLINE_EXCEEDED:
+                    raise deadline.exceeded(what, last or error) from exc
+            except SaxError as exc:
+                error = exc
+            if error.code == Code.UNAVAILABLE and address:
+                self.locator.forget(address)
+            if error.code in ADMIN_RETRYABLE:
+                last = error
+            raise error
+
+        try:
+            return await _retrying(deadline)(attempt)
+        except tenacity.RetryError as exc:
+            raise deadline.exceeded(what, exc.last_attempt.exception()) from None
+
+
+class AdminClient(Owner[AsyncAdminClient]):
+    """`AsyncAdminClient`, blocking: its calls run on its own portal (`close`, ``with``)."""
+
+    def __init__(self, sax_root: str | None, cell: CellId, token: str | None = None) -> None:
+        super().__init__(AsyncAdminClient(sax_root, cell, token), Portal(f"sax-admin{cell}"))
+
+    request = blocking(AsyncAdminClient.request)

@@ -1,13 +1,24 @@
-"""`AsyncModel`: `Model` for asyncio, with the same methods as coroutines.
+"""`AsyncModel`: one published model, called directly on its replicas; the client's one
+implementation of discovery, replica choice, failover and streaming (`sax.Model` runs it for
+blocking callers).
 
     m = sax.client.AsyncModel("/sax/test/echo")    # or sax.Model(...).aio
-    await m.lm.generate("hi")
+    await m.lm.generate("hi")                      # [(text, score), ...]
     async with m.lm.generate_stream("hi") as stream:
-        async for chunk in stream: ...
+        async for chunk in stream: ...             # then stream.texts, stream.samples
+    await m.lm.score("prefix", ["a", "b"]); await m.lm.embed("text"); await m.lm.gradient("p", "s")
+    await m.vm.classify(png); await m.vm.embed(png); await m.vm.detect(png); await m.vm.generate("a cat")
 
-The WatchLoc loop is an asyncio task of the event loop that first uses the model (an httpx
-AsyncClient and its tasks cannot cross loops), shared by every AsyncModel of that id on the loop.
-Retry, failover and deadline rules are those of `sax.client.model`.
+Every call has a deadline: `timeout` per call, else the model's `timeout`, else none (Saxml's
+default: retry until it works). Until then, retryable failures (UNAVAILABLE, RESOURCE_EXHAUSTED,
+NOT_FOUND from a replica still loading; a refused or dropped connection counts as UNAVAILABLE)
+are retried with jittered backoff on another replica (`sax.client.attempts`). A stream fails
+over only before its first event reaches the caller; afterwards an error is raised to the
+caller, who has already seen text.
+
+Replica addresses come from a WatchLoc task of the event loop that first uses the model (an
+httpx AsyncClient and its tasks cannot cross loops), shared by every model of that id on the
+loop; the first call waits for its first answer.
 """
 
 # The `timeout` parameters mirror the sync API: a deadline shared by all retries of one call,
@@ -17,70 +28,72 @@ Retry, failover and deadline rules are those of `sax.client.model`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
+from typing import TypedDict, Unpack
 
 import httpx
 
 from sax.client import http, wire
-from sax.client.admin import AsyncAdminClient, resolve_sax_root
+from sax.client.admin import resolve_sax_root
 from sax.client.attempts import Attempts
 from sax.client.credentials import auth_headers
-from sax.client.locations import AsyncWatcher
+from sax.client.locations import Watcher, Watchers
 from sax.client.picker import prefix_key
 from sax.client.retry import Deadline
-from sax.client.sse import SSEParser
 from sax.errors import Code, SaxError
+from sax.generation import Sample
 from sax.naming import ModelId
 from sax.schemas import (
     BoundingBox,
     EmbedResponse,
     GenerateResponse,
     GradientResponse,
-    Sample,
     ScoreResponse,
     StreamChunk,
     StreamDone,
 )
 
-_watchers: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[str, ModelId], AsyncWatcher]
-] = weakref.WeakKeyDictionary()
+_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Watchers] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def _watcher_for(sax_root: str, model: ModelId) -> AsyncWatcher:
-    by_key = _watchers.setdefault(asyncio.get_running_loop(), {})
-    watcher = by_key.get((sax_root, model))
-    if watcher is None or watcher.done:
-        watcher = AsyncWatcher(AsyncAdminClient(sax_root, model.cell_id), model)
-        by_key[(sax_root, model)] = watcher
-    return watcher
+def watchers() -> Watchers:
+    """The WatchLoc watchers of the running loop."""
+    loop = asyncio.get_running_loop()
+    found = _watchers.get(loop)
+    if found is None:
+        found = _watchers[loop] = Watchers()
+    return found
 
 
 def close() -> None:
     """Cancels the WatchLoc tasks of the running loop."""
-    for watcher in _watchers.pop(asyncio.get_running_loop(), {}).values():
-        watcher.stop()
+    found = _watchers.pop(asyncio.get_running_loop(), None)
+    if found is not None:
+        found.stop()
+
+
+class ModelOptions(TypedDict, total=False):
+    """The keyword arguments of `AsyncModel` and `sax.client.Model`."""
+
+    sax_root: str | None  # default: the SAX_ROOT environment variable
+    timeout: float | None  # seconds per call, all retries included; None or <= 0: no deadline
+    token: str | None  # the bearer token for data calls (default: `sax.client.credentials`)
 
 
 class AsyncModel:
     """A published model for asyncio callers; cheap to create, no network until the first call."""
 
-    def __init__(
-        self,
-        model_id: str,
-        *,
-        sax_root: str | None = None,
-        timeout: float | None = None,
-        token: str | None = None,
-    ) -> None:
-        """`token`: the bearer token for data calls (default: `sax.client.credentials`)."""
+    def __init__(self, model_id: str, **options: Unpack[ModelOptions]) -> None:
         self.model_id = ModelId.parse(model_id)
-        self.sax_root = resolve_sax_root(sax_root)
-        self.timeout = timeout
-        self.token = token
-        self.headers = auth_headers(token, wire.JSON_HEADERS)
+        self.sax_root = resolve_sax_root(options.get("sax_root"))
+        self.timeout = options.get("timeout")
+        self.token = options.get("token")
+        self.headers = auth_headers(self.token, wire.JSON_HEADERS)
         self.lm = AsyncLM(self)
         self.vm = AsyncVM(self)
 
@@ -91,10 +104,11 @@ class AsyncModel:
         return Deadline.after(self.timeout if timeout is None else timeout)
 
     async def replicas(self, timeout: float | None = None) -> tuple[str, ...]:
+        """The ready replica addresses this loop knows (after the first WatchLoc answer)."""
         return (await self._watcher(self.deadline(timeout))).replicas.addresses
 
-    async def _watcher(self, deadline: Deadline) -> AsyncWatcher:
-        watcher = _watcher_for(self.sax_root, self.model_id)
+    async def _watcher(self, deadline: Deadline) -> Watcher:
+        watcher = watchers().get(self.sax_root, self.model_id)
         if not await watcher.wait_first(deadline):
             raise deadline.exceeded(f"finding replicas of {self.model_id}", None)
         return watcher
@@ -151,11 +165,8 @@ class AsyncModel:
                         if not response.is_success:
                             await response.aread()
                             raise http.error_from_response(response.status_code, response.content)
-                        parser = SSEParser()
-                        async for line in response.aiter_lines():
-                            event = parser.feed(line)
-                            item = wire.decode_event(event.event, event.data) if event else None
-                            if item is not None:
+                        async with contextlib.aclosing(wire.read_events(response)) as items:
+                            async for item in items:
                                 delivered = True
                                 yield item
                                 if isinstance(item, StreamDone):
@@ -173,20 +184,14 @@ class AsyncModel:
             await asyncio.sleep(attempts.delay())
 
 
-class AsyncGenerateStream(AsyncIterator[StreamChunk]):
-    """`GenerateStream` for asyncio; use ``async with`` so an abandoned stream is closed at once."""
+class AsyncGenerateStream(wire.StreamResults, AsyncIterator[StreamChunk]):
+    """Iterates a generation's chunks; `texts` holds each sample's text so far, and `samples`
+    the final samples (with scores) once iteration ends. Use ``async with`` (or `aclose`) so an
+    abandoned stream is closed at once (its connection; the server aborts the generation)."""
 
     def __init__(self, events: AsyncIterator[StreamChunk | StreamDone]) -> None:
         self._events = events
-        self._state = wire.StreamState()
-
-    @property
-    def texts(self) -> list[str]:
-        return self._state.texts
-
-    @property
-    def samples(self) -> list[Sample] | None:
-        return self._state.samples
+        self.state = wire.StreamState()
 
     def __aiter__(self) -> AsyncGenerateStream:
         return self
@@ -194,9 +199,9 @@ class AsyncGenerateStream(AsyncIterator[StreamChunk]):
     async def __anext__(self) -> StreamChunk:
         item = await anext(self._events)
         if isinstance(item, StreamDone):
-            self._state.finish(item)
+            self.state.finish(item)
             raise StopAsyncIteration
-        self._state.apply(item)
+        self.state.apply(item)
         return item
 
     async def aclose(self) -> None:
@@ -217,7 +222,7 @@ class AsyncGenerateStream(AsyncIterator[StreamChunk]):
 
 
 class AsyncLM:
-    """`sax.client.model.LM` as coroutines."""
+    """Language-model methods (Saxml's ``LanguageModel``)."""
 
     def __init__(self, model: AsyncModel) -> None:
         self._model = model
@@ -251,6 +256,7 @@ class AsyncLM:
         extra_inputs: wire.ExtraInputs | None = None,
         timeout: float | None = None,
     ) -> list[float]:
+        """log P(suffix | prefix) for each suffix."""
         deadline = self._model.deadline(timeout)
         body = wire.score_body(prefix, suffixes, extra_inputs, deadline.remaining())
         raw = await self._model.call("lm.score", body, deadline, prefix_key(prefix))
@@ -279,7 +285,7 @@ class AsyncLM:
 
 
 class AsyncVM:
-    """`sax.client.model.VM` as coroutines."""
+    """Vision-model methods (Saxml's ``VisionModel``); images are encoded bytes (PNG, JPEG, ...)."""
 
     def __init__(self, model: AsyncModel) -> None:
         self._model = model
@@ -290,6 +296,7 @@ class AsyncVM:
         extra_inputs: wire.ExtraInputs | None = None,
         timeout: float | None = None,
     ) -> list[tuple[str, float]]:
+        """Top-k (label, probability), best first; extra input ``top_k``."""
         deadline = self._model.deadline(timeout)
         body = wire.classify_body(image, extra_inputs, deadline.remaining())
         return wire.vm_classify(await self._model.call("vm.classify", body, deadline))
@@ -307,6 +314,7 @@ class AsyncVM:
     async def generate(
         self, text: str, extra_inputs: wire.ExtraInputs | None = None, timeout: float | None = None
     ) -> list[tuple[bytes, float]]:
+        """Text to images: (PNG bytes, score) per image; extra inputs ``num_samples``, ``seed``."""
         deadline = self._model.deadline(timeout)
         body = wire.text_to_image_body(text, extra_inputs, deadline.remaining())
         return wire.vm_generate(await self._model.call("vm.generate", body, deadline))
@@ -318,6 +326,7 @@ class AsyncVM:
         extra_inputs: wire.ExtraInputs | None = None,
         timeout: float | None = None,
     ) -> list[BoundingBox]:
+        """Boxes (cx, cy, w, h in pixels; text; score), best first; extra ``score_threshold``."""
         deadline = self._model.deadline(timeout)
         body = wire.detect_body(image, text, extra_inputs, deadline.remaining())
         return wire.vm_detect(await self._model.call("vm.detect", body, deadline))

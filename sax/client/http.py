@@ -1,56 +1,45 @@
-"""The process's shared HTTP clients and the mapping from HTTP outcomes to `SaxError`.
+"""The HTTP client of each event loop and the mapping from HTTP outcomes to `SaxError`.
 
-One keep-alive `httpx.Client` serves every sync call in the process (it is thread-safe), and one
-`httpx.AsyncClient` per event loop serves async calls, so repeated calls to a replica reuse a
-connection instead of paying a TCP handshake. ``trust_env=False``: cell traffic is direct, and an
+One keep-alive `httpx.AsyncClient` per event loop (a blocking client's portal has its own loop)
+serves every call made on it, so repeated calls to a replica reuse a connection instead of paying
+a TCP handshake. ``trust_env=False``: cell traffic is direct, and an
 ``HTTP_PROXY`` meant for the internet must not capture loopback or in-cluster addresses.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import threading
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from sax.errors import Code, SaxError
 
-if TYPE_CHECKING:
-    import asyncio  # imported where a loop runs, so the blocking CLI never loads it
-
 CONNECT_TIMEOUT_S = 2.0  # Saxml's model-server dial timeout
 _LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=60.0)
 
-_sync_client: httpx.Client | None = None
-_sync_lock = threading.Lock()
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def sync_client() -> httpx.Client:
-    global _sync_client
-    client = _sync_client
-    if client is None:
-        with _sync_lock:
-            if _sync_client is None:
-                _sync_client = httpx.Client(limits=_LIMITS, trust_env=False, http1=True)
-            client = _sync_client
-    return client
-
-
 def async_client() -> httpx.AsyncClient:
     """The AsyncClient of the running loop (an AsyncClient cannot cross event loops)."""
-    import asyncio
-
     loop = asyncio.get_running_loop()
     client = _async_clients.get(loop)
     if client is None:
         client = httpx.AsyncClient(limits=_LIMITS, trust_env=False, http1=True)
         _async_clients[loop] = client
     return client
+
+
+async def close_async_client() -> None:
+    """Closes the running loop's AsyncClient (its keep-alive connections), if it has one."""
+    client = _async_clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()
 
 
 def timeout(seconds: float | None) -> httpx.Timeout:

@@ -1,4 +1,4 @@
-"""Request bodies and response decoding for the data API, shared by the sync and async models.
+"""Request bodies and response decoding for the data API.
 
 Request bodies are built with the schema classes (one source of truth with the server) and
 serialised once per call, so a retry on another replica resends the same bytes.
@@ -7,14 +7,18 @@ serialised once per call, so a retry on another replica resends the same bytes.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+from httpx_sse import EventSource
 from pydantic import BaseModel
 
 from sax.errors import Code, SaxError
+from sax.generation import Sample
 from sax.schemas import (
     BoundingBox,
     ClassifyRequest,
@@ -26,7 +30,6 @@ from sax.schemas import (
     GenerateRequest,
     GradientRequest,
     ImageEmbedRequest,
-    Sample,
     ScoreRequest,
     StreamChunk,
     StreamDone,
@@ -161,6 +164,22 @@ class StreamState:
         self.samples = done.samples
 
 
+class StreamResults:
+    """What a stream has produced so far, read from its `state`."""
+
+    state: StreamState
+
+    @property
+    def texts(self) -> list[str]:
+        """Each sample's text so far."""
+        return self.state.texts
+
+    @property
+    def samples(self) -> list[Sample] | None:
+        """The final samples (with scores) once the stream has ended."""
+        return self.state.samples
+
+
 def decode_event(event: str, data: str) -> StreamChunk | StreamDone | None:
     """A chunk, the final result, or None for an event this client does not know (ignored, so a
     newer server may add events); an error event raises its `SaxError`."""
@@ -171,6 +190,17 @@ def decode_event(event: str, data: str) -> StreamChunk | StreamDone | None:
     if event == "error":
         raise stream_error(data)
     return None
+
+
+async def read_events(response: httpx.Response) -> AsyncGenerator[StreamChunk | StreamDone]:
+    """The chunks and final result of a streamed reply, from its server-sent events (parsed by
+    `httpx_sse`); an error event raises its `SaxError`, a reply that is not an event stream
+    raises `httpx_sse.SSEError` (an `httpx.TransportError`)."""
+    async with contextlib.aclosing(EventSource(response).aiter_sse()) as events:
+        async for event in events:
+            item = decode_event(event.event, event.data)
+            if item is not None:
+                yield item
 
 
 # Vision replies, in the shapes of Saxml's Python client.

@@ -5,12 +5,17 @@ from __future__ import annotations
 import random
 import time
 
+import httpx
+import pytest
+from httpx_sse import EventSource
+
 from sax.client.locations import ReplicaSet, print_changes
 from sax.client.picker import Picker
 from sax.client.retry import MAX_DELAY_S, Backoff, Deadline
-from sax.client.sse import SSEParser
-from sax.client.wire import StreamState
-from sax.schemas import StreamChunk, StreamItem, WatchResult
+from sax.client.wire import StreamState, read_events
+from sax.errors import Code, SaxError
+from sax.generation import StreamItem
+from sax.schemas import StreamChunk, WatchResult
 
 
 def test_backoff_grows_with_jitter_and_is_capped() -> None:
@@ -114,13 +119,34 @@ def test_picker_spreads_load_evenly() -> None:
 
 
 def test_sse_parser_dispatches_on_blank_lines_and_ignores_comments() -> None:
-    parser = SSEParser()
-    events = [
-        parser.feed(line)
-        for line in [": ping", "event: chunk", 'data: {"a":', "data: 1}", "", "", "data: x", ""]
-    ]
-    got = [(e.event, e.data) for e in events if e is not None]
+    # The parser the client reads streams with (httpx-sse, `sax.client.wire.read_events`).
+    lines = [": ping", "event: chunk", 'data: {"a":', "data: 1}", "", "", "data: x", ""]
+    response = httpx.Response(
+        200,
+        headers={"content-type": "text/event-stream"},
+        content="".join(f"{line}\n" for line in lines).encode(),
+    )
+    got = [(e.event, e.data) for e in EventSource(response).iter_sse()]
     assert got == [("chunk", '{"a":\n1}'), ("message", "x")]
+
+
+async def test_stream_events_skip_unknown_events_and_raise_error_events() -> None:
+    chunk = '{"items": [{"index": 0, "text": "a", "prefix_len": 0, "score": 0}]}'
+    body = (
+        f": ping\nevent: chunk\ndata: {chunk}\n\nevent: future\ndata: {{}}\n\n"
+        'event: done\ndata: {"samples": [{"text": "a", "score": -1}]}\n\n'
+    )
+    response = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+    items = [item async for item in read_events(response)]
+    assert [type(item).__name__ for item in items] == ["StreamChunk", "StreamDone"]
+    failing = httpx.Response(
+        200,
+        headers={"content-type": "text/event-stream"},
+        content='event: error\ndata: {"error": {"code": "UNAVAILABLE", "message": "died"}}\n\n',
+    )
+    with pytest.raises(SaxError) as info:
+        _ = [item async for item in read_events(failing)]
+    assert info.value.code == Code.UNAVAILABLE
 
 
 def test_stream_state_honours_prefix_len() -> None:

@@ -182,6 +182,8 @@ class _FlakyAdmin(AsyncAdminClient):
             raise OSError("injected storage failure")
         if self.calls == 2:
             raise ValueError("a reply that is not JSON")
+        if self.answered.is_set():
+            await asyncio.sleep(30)  # nothing changed: the admin holds the poll
         self.answered.set()
         return {"admin_id": "a", "has_fullset": True, "values": ["h:1"], "next_seqno": 1}
 
