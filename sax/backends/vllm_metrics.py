@@ -5,8 +5,8 @@ latency, queue time, KV-cache usage, prefix-cache queries and hits, running and 
 ...) into prometheus_client's process-wide registry, and a new engine first unregisters every
 ``vllm:`` metric there, so with several engines in one process only the newest would be seen.
 `stat_logger` returns the same logger class with every metric it creates bound to a registry of
-the engine's own instead; the model server reads those at scrape time and labels them with the
-model (`sax.server.metrics`).
+the engine's own instead; the model server reads those at scrape time and serves them on its
+``/metrics``, labelled with the model.
 """
 
 from __future__ import annotations
