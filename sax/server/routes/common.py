@@ -14,6 +14,13 @@ from starlette.background import BackgroundTask
 
 from sax.server.streaming import SEP, EventStream
 
+ERROR_STATUSES = (400, 401, 403, 404, 429, 500, 501, 503, 504)
+
+
+def error_responses(body: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses``: the error statuses a data route may answer, each with `body`."""
+    return {status: {"model": body} for status in ERROR_STATUSES}
+
 
 def json_response(body: BaseModel, status: int = 200) -> Response:
     return Response(body.model_dump_json(), status_code=status, media_type="application/json")

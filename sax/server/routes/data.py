@@ -21,18 +21,20 @@ from sax.auth.source import AuthSource
 from sax.schemas import ErrorBody, GenerateRequest
 from sax.server.access import caller_gates
 from sax.server.data_serving import DATA_METHODS, DataMethod, DataServing
-from sax.server.routes.common import Endpoint, declared, json_response, sse_response
-
-ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorBody} for s in (400, 401, 403, 404, 429, 500, 501, 503, 504)
-}
+from sax.server.routes.common import (
+    Endpoint,
+    declared,
+    error_responses,
+    json_response,
+    sse_response,
+)
 
 
 def data_router(serving: DataServing, auth: AuthSource) -> APIRouter:
     router = APIRouter(
         prefix="/v1/models/{name}",
         tags=["data"],
-        responses=ERRORS,
+        responses=error_responses(ErrorBody),
         dependencies=[Security(BEARER), Depends(auth.current)],
     )
     for spec in DATA_METHODS:

@@ -25,22 +25,24 @@ from sax.server.access import GateFor, caller_gates
 from sax.server.admission import Receive
 from sax.server.manager import ModelServer
 from sax.server.openai import protocol as oa
-from sax.server.openai.protocol import error_body
 from sax.server.openai.serving import OpenAIServing
 from sax.server.openai.serving_chat import OpenAIServingChat
 from sax.server.openai.serving_completion import OpenAIServingCompletion
 from sax.server.openai.serving_embedding import OpenAIServingEmbedding
 from sax.server.openai.serving_images import OpenAIServingImages
-from sax.server.routes.common import Endpoint, declared, event_stream_response, json_response
+from sax.server.routes.common import (
+    Endpoint,
+    declared,
+    error_responses,
+    event_stream_response,
+    json_response,
+)
 from sax.server.streaming import EventStream
 
 OPENAI_PATHS = frozenset(
     {"/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/images/generations"}
 )
 STREAMED_PATHS = frozenset({"/completions", "/chat/completions"})
-OPENAI_ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": oa.OpenAIError} for s in (400, 401, 403, 404, 429, 500, 501, 503, 504)
-}
 
 # The 200 of an OpenAI route answers JSON, or server-sent events when the body says "stream".
 OPENAI_STREAMED: dict[int | str, dict[str, Any]] = {
@@ -59,19 +61,20 @@ OPENAI_STREAMED: dict[int | str, dict[str, Any]] = {
 }
 
 
+# A serving class's `create(body, gates, receive)`: a response model, or events for a stream.
 Create = Callable[[Any, GateFor, Receive | None], Awaitable[BaseModel | EventStream]]
 
 
 def error_shape(request: Request, err: SaxError) -> dict[str, Any]:
     """The app's error body: OpenAI's shape on `OPENAI_PATHS`, sax's elsewhere."""
-    return error_body(err) if request.url.path in OPENAI_PATHS else err.to_body()
+    return oa.error_body(err) if request.url.path in OPENAI_PATHS else err.to_body()
 
 
 def openai_router(server: ModelServer, auth: AuthSource) -> APIRouter:
     router = APIRouter(
         prefix="/v1",
         tags=["openai"],
-        responses=OPENAI_ERRORS,
+        responses=error_responses(oa.OpenAIError),
         dependencies=[Security(BEARER), Depends(auth.current)],
     )
     # path, route name (its summary), operation id, request, response, serving method
