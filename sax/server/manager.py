@@ -36,10 +36,9 @@ from sax.errors import Code, SaxError, not_found, unavailable
 from sax.schemas import Assignment, ModelReport, Probe, ReplicaStatus
 from sax.server import registry
 from sax.server.admission import Gate
-from sax.server.metrics import request_latency
 from sax.server.options import ServerOptions
 from sax.server.servable import LoadSpec, Servable
-from sax.server.stats import RequestStats
+from sax.server.stats import RequestStats, request_latency
 
 log = logging.getLogger(__name__)
 

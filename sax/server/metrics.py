@@ -3,7 +3,7 @@
 Gauges and counters are computed at scrape time: the collector reads the same `RequestStats`
 the joins report, so a scrape costs one snapshot per (model, method). Request latency is also a
 histogram, ``sax_request_latency_seconds{model, method}``, observed on the request path when an
-admitted request succeeds (`request_latency`): unlike the 60 s percentiles, its buckets sum
+admitted request succeeds (`sax.server.stats.request_latency`): unlike the 60 s percentiles, its buckets sum
 across replicas and servers. Engines' own metrics (vLLM's time to first token, inter-token
 latency, queue time, KV-cache usage, prefix-cache hits: ``vllm:*``) are read from each loaded
 engine's registry at scrape time and labelled with the ``model``. Each app owns its `CollectorRegistry`, so several servers in one
@@ -15,15 +15,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from sax.server.manager import ModelServer
-
-# Seconds: from a fast embed to a long generation under the default 600 s deadline.
-LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
 def engine_families(engines: list[tuple[str, list[Metric]]]) -> list[Metric]:
@@ -85,18 +82,6 @@ class ServerCollector(Collector):
                 total.add_metric([*key, "error"], gate.stats.error_total)
         yield from (status, pending, ok_rate, err_rate, latency, total)
         yield from engine_families(engines)
-
-
-def request_latency() -> Histogram:
-    """``sax_request_latency_seconds{model, method}``, registered nowhere yet: a `ModelServer`
-    owns one and `server_registry` exports it."""
-    return Histogram(
-        "sax_request_latency_seconds",
-        "latency of successful requests, admission to the last byte",
-        ["model", "method"],
-        buckets=LATENCY_BUCKETS_S,
-        registry=None,
-    )
 
 
 def server_registry(server: ModelServer) -> CollectorRegistry:

@@ -14,8 +14,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
+from prometheus_client import Histogram
+
 from sax.schemas import MethodStats
 
+# Seconds: from a fast embed to a long generation under the default 600 s deadline.
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 WINDOW_S = 60
 MAX_LATENCY_SAMPLES = 2048
 
@@ -101,3 +105,15 @@ class RequestStats:
             latency_p95_s=percentile(lat, 95),
             latency_p99_s=percentile(lat, 99),
         )
+
+
+def request_latency() -> Histogram:
+    """``sax_request_latency_seconds{model, method}``, registered nowhere yet: a `ModelServer`
+    owns one and `server_registry` exports it."""
+    return Histogram(
+        "sax_request_latency_seconds",
+        "latency of successful requests, admission to the last byte",
+        ["model", "method"],
+        buckets=LATENCY_BUCKETS_S,
+        registry=None,
+    )
