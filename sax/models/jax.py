@@ -15,6 +15,12 @@ mean of the final (normed) hidden states over the text's tokens, L2-normalized: 
 trained pooling head, and mean pooling is the usual stand-in. ``lm.gradient`` returns the suffix
 score and its gradient with respect to the input embeddings of every prefix and suffix token.
 
+A load compiles every prefill and decode shape bucket before the replica reports LOADED (one
+log line per ~10 s of progress), so the first request is as fast as a warm one. That costs
+seconds per bucket on a CPU (SmolLM2's defaults have 81 buckets); the executables persist in
+the model cache, so a later load on the same host reads them back, and ``precompile=false``
+defers each bucket to its first request instead.
+
 The topology override (e.g. ``"2x2"``) is a placement key that `Servable.parse_config` keeps
 away from `Config`; this module reads it back so the engine spans that many devices.
 """
@@ -23,14 +29,19 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
+import logging
+import os
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import ml_dtypes
 import numpy as np
 
+from sax.backends.jax import compile_cache
 from sax.backends.jax.config import ModelConfig
 from sax.backends.jax.engine import Engine, EngineConfig
 from sax.backends.jax.mesh import topology_size
@@ -41,6 +52,8 @@ from sax.models import assets
 from sax.schemas import GradientResponse, Tensor
 from sax.server.registry import register
 from sax.server.servable import SamplingConfig, Servable, ServableConfig
+
+log = logging.getLogger(__name__)
 
 
 def prepare_process() -> None:
@@ -62,6 +75,7 @@ def prepare_process() -> None:
 
 
 BUILD_CANCEL_WAIT_S = 120.0  # a cancelled build finishes its current step within this
+PROGRESS_LOG_S = 10.0  # at most one compile-progress log line per this many seconds
 
 _DTYPES = {"float32": (np.float32, 4), "bfloat16": (ml_dtypes.bfloat16, 2)}
 
@@ -76,6 +90,9 @@ class JaxLMConfig(SamplingConfig):
     dtype: str = "float32"
     random_init: bool = False
     seed: int = 0
+    # Compile every generate bucket while loading (see `JaxLM._precompile`); false loads
+    # sooner and compiles each bucket on the first request that needs it.
+    precompile: bool = True
 
 
 class JaxLM(Servable):
@@ -153,6 +170,7 @@ class JaxLM(Servable):
             if cancelled.is_set():
                 raise RuntimeError("load cancelled")
 
+        compile_cache.enable(assets.cache_root() / "jax-compile")
         base = self.default_model_dir()
         source = str(base) if self.spec.random_weights else self.spec.checkpoint_path
         cfg = ModelConfig.load(source)
@@ -190,8 +208,31 @@ class JaxLM(Servable):
             eos_ids=self._eos_ids(cfg),
         )
         check()
+        if c.precompile:
+            self._precompile(engine, check)
         engine.start()
         built.append(engine)
+
+    def _precompile(self, engine: Engine, check: Callable[[], None]) -> None:
+        """Compiles every generate bucket before the replica reports LOADED, so the first
+        request runs as fast as a warm one; `check` between buckets keeps the load cancellable.
+        Compiled executables persist under the model cache (`compile_cache`), so a later load
+        of the same model and settings on this host reads them back instead."""
+        model_id = self.spec.model_id
+        workers = min(4, os.cpu_count() or 1)
+        start = last = time.monotonic()
+        total = len(engine.generation_buckets())
+        log.info("%s: compiling %d shape buckets on %d threads", model_id, total, workers)
+        with contextlib.closing(engine.precompile(workers)) as progress:
+            for done, total in progress:
+                check()
+                now = time.monotonic()
+                if now - last >= PROGRESS_LOG_S and done < total:
+                    log.info("%s: compiled %d/%d shape buckets", model_id, done, total)
+                    last = now
+        log.info(
+            "%s: compiled %d shape buckets in %.1f s", model_id, total, time.monotonic() - start
+        )
 
     def _eos_ids(self, cfg: ModelConfig) -> list[int]:
         ids = set(cfg.eos_token_ids)

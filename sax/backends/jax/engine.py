@@ -6,7 +6,8 @@ Why it is shaped this way:
   for one bucket: prefill over ``(prompt batch, prompt length)``, decode over ``(slot prefix,
   attention window)``, and the score/embed/gradient forwards over ``(batch, length)``. Buckets
   are powers of two, so the number of executables is bounded by `max_compiles` however varied
-  the traffic is; `compile_count` says how many were built.
+  the traffic is; `compile_count` says how many were built. `precompile` builds every
+  generate bucket before the engine starts, so no request waits for XLA.
 - **Slots and continuous batching.** The KV cache holds `num_slots` sequences. Between decode
   steps, waiting requests are prefilled into free slots and join the running batch; finished or
   cancelled sequences leave theirs. A short request submitted while a long one decodes therefore
@@ -28,7 +29,8 @@ import queue
 import secrets
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -334,6 +336,51 @@ class Engine:
             self._compiled[key] = exe
         return exe
 
+    def generation_buckets(self) -> list[tuple[str, int, int]]:
+        """The key of every executable a generate request can run: prefill over each (prompt
+        batch, prompt length) bucket, decode over each (slot prefix, attention window)."""
+        prefill = [("prefill", b, t) for b in self.prefill_buckets for t in self.length_buckets]
+        decode = [("decode", b, w) for b in self.batch_buckets for w in self.window_buckets]
+        return prefill + decode
+
+    def precompile(self, workers: int = 1) -> Generator[tuple[int, int]]:
+        """Compiles every `generation_buckets` executable on `workers` threads, yielding
+        ``(done, total)`` as each finishes.
+
+        Called before `start` (the engine thread owns the executables afterwards), so that no
+        generate request waits for XLA. Closing the iterator early cancels the compiles not yet
+        begun and returns once those running have finished. The arguments are built as the
+        request path builds them, so requests find these executables. Score, embed and gradient
+        still compile on first use: their buckets would double the count for methods that are
+        rarely on a latency path.
+        """
+        if self._thread is not None:
+            raise RuntimeError("precompile runs before the engine thread starts")
+        keys = self.generation_buckets()
+        with ThreadPoolExecutor(max(1, workers), thread_name_prefix="jax-compile") as pool:
+            futures = [pool.submit(self._compile_bucket, *key) for key in keys]
+            try:
+                for done, future in enumerate(as_completed(futures), 1):
+                    future.result()
+                    yield done, len(keys)
+            finally:
+                for future in futures:
+                    future.cancel()
+
+    def _compile_bucket(self, kind: str, nb: int, length: int) -> None:
+        if kind == "prefill":
+            args = self._prefill_args(
+                np.zeros((nb, length), np.int32),
+                np.ones(nb, np.int32),
+                np.full(nb, self.config.num_slots, np.int32),
+                np.zeros((4, nb), np.int32),
+                np.zeros((2, nb), np.float32),
+            )
+            self._prefill_executable(args)
+        else:
+            args = self._decode_args(np.zeros((5, nb), np.int32), np.zeros((2, nb), np.float32))
+            self._decode_executable(args, length)
+
     def _put(self, x: np.ndarray) -> jax.Array:
         return jax.device_put(x, self._repl)
 
@@ -485,22 +532,25 @@ class Engine:
             ints[:, row] = self._ints[1:, seq.slot]
             floats[:, row] = self._floats[:, seq.slot]
             seq.dispatched = 1
-        args = (
-            self.params,
-            self._cache_k,
-            self._cache_v,
-            self._tokens,
-            *(self._put(a) for a in (prompt, lengths, slots, ints, floats)),
-        )
-        exe = self._executable(
+        args = self._prefill_args(prompt, lengths, slots, ints, floats)
+        exe = self._prefill_executable(args)
+        self._cache_k, self._cache_v, self._tokens, first, logp = exe(*args)
+        return _Dispatch(seqs, list(range(len(seqs))), first, logp)
+
+    def _prefill_args(self, *host: np.ndarray) -> tuple[Any, ...]:
+        """``(prompt, lengths, slots, ints, floats)`` -> the prefill executable's arguments."""
+        state = (self.params, self._cache_k, self._cache_v, self._tokens)
+        return (*state, *(self._put(a) for a in host))
+
+    def _prefill_executable(self, args: tuple[Any, ...]) -> Any:
+        nb, t = args[4].shape
+        return self._executable(
             ("prefill", nb, t),
             self._prefill_fn,
             args,
             donate_argnums=(1, 2, 3),
             out_shardings=self._state_outs(),
         )
-        self._cache_k, self._cache_v, self._tokens, first, logp = exe(*args)
-        return _Dispatch(seqs, list(range(len(seqs))), first, logp)
 
     def _decode_step(self, active: list[_Seq]) -> _Dispatch:
         nb = fit(max(s.slot for s in active) + 1, self.batch_buckets)
@@ -509,24 +559,24 @@ class Engine:
             self._ints[0, seq.slot] = seq.position
             self._ints[4, seq.slot] = seq.dispatched
             seq.dispatched += 1
-        args = (
-            self.params,
-            self._cache_k,
-            self._cache_v,
-            self._tokens,
-            self._put(self._ints[:, :nb].copy()),
-            self._put(self._floats[:, :nb].copy()),
-        )
-        exe = self._executable(
-            ("decode", nb, window),
+        args = self._decode_args(self._ints[:, :nb].copy(), self._floats[:, :nb].copy())
+        exe = self._decode_executable(args, window)
+        self._cache_k, self._cache_v, self._tokens, nxt, logp = exe(*args)
+        self._steps += 1
+        return _Dispatch(active, [s.slot for s in active], nxt, logp)
+
+    def _decode_args(self, ints: np.ndarray, floats: np.ndarray) -> tuple[Any, ...]:
+        state = (self.params, self._cache_k, self._cache_v, self._tokens)
+        return (*state, self._put(ints), self._put(floats))
+
+    def _decode_executable(self, args: tuple[Any, ...], window: int) -> Any:
+        return self._executable(
+            ("decode", args[4].shape[1], window),
             partial(self._decode_fn, window=window),
             args,
             donate_argnums=(1, 2, 3),
             out_shardings=self._state_outs(),
         )
-        self._cache_k, self._cache_v, self._tokens, nxt, logp = exe(*args)
-        self._steps += 1
-        return _Dispatch(active, [s.slot for s in active], nxt, logp)
 
     def _process(self, d: _Dispatch) -> None:
         tokens, logprobs = np.asarray(d.tokens), np.asarray(d.logprobs)
