@@ -23,7 +23,7 @@ from fastapi.openapi.utils import get_openapi
 
 from sax.admin.cell import Cell
 from sax.admin.routes import ROUTERS
-from sax.api_docs import fastapi_app, optional_bearer, quietly
+from sax.api_docs import fastapi_app, optional_bearer
 from sax.auth.source import AuthSource
 from sax.body_limit import BodyLimit
 from sax.http_errors import install_error_handlers
@@ -65,10 +65,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's spec, with our error body in place of its 422 (we answer 400)."""
     if app.openapi_schema:
         return app.openapi_schema
-    spec = quietly(
-        lambda: get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes
-        )
+    spec = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
     )
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):

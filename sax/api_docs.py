@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
+from pydantic.warnings import UnsupportedFieldAttributeWarning
 
 
 def operation_id(route: APIRoute) -> str:
@@ -56,24 +56,29 @@ def optional_bearer(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def quietly(build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """`build()` without pydantic's UnsupportedFieldAttributeWarning: FastAPI passes each body
-    parameter's name as an alias to pydantic, which warns for union-typed and explicit bodies
-    although the spec comes out right; it would only be noise in the servers' logs."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The 'alias' attribute with value")
-        return build()
+def _ignore_body_alias_warning() -> None:
+    """Silences pydantic's UnsupportedFieldAttributeWarning about FastAPI's body aliases, for
+    the whole process: FastAPI passes each body parameter's name as an alias to pydantic, which
+    warns for union-typed and explicit bodies when it builds their validators (at spec time, or
+    at the first request of a route whose models defer their build), although validation and
+    the spec come out right; it would only be noise in the servers' logs."""
+    warnings.filterwarnings(
+        "ignore",
+        message="The 'alias' attribute with value",
+        category=UnsupportedFieldAttributeWarning,
+    )
 
 
 def fastapi_app(**kwargs: Any) -> FastAPI:
     """A FastAPI app (`kwargs` as for `FastAPI`) with offline ``/docs`` and ``/redoc``,
     readable operation ids, and a spec without 422s whose bearer token is optional."""
+    _ignore_body_alias_warning()
     app = FastAPIOffline(generate_unique_id_function=operation_id, **kwargs)
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = optional_bearer(without_validation_422(quietly(build)))
+            app.openapi_schema = optional_bearer(without_validation_422(build()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
