@@ -75,6 +75,7 @@ def prepare_process() -> None:
 
 
 BUILD_CANCEL_WAIT_S = 120.0  # a cancelled build finishes its current step within this
+WARM_UP = SamplingOptions(max_decode_steps=2)
 PROGRESS_LOG_S = 10.0  # at most one compile-progress log line per this many seconds
 
 _DTYPES = {"float32": (np.float32, 4), "bfloat16": (ml_dtypes.bfloat16, 2)}
@@ -158,6 +159,11 @@ class JaxLM(Servable):
                 await asyncio.to_thread(engine.stop)
             raise
         self.engine = built.pop()
+        if self.config.precompile:
+            # One short request through the whole serving path (queues, detokenizer, stream
+            # items) pays the first-call costs that compiling cannot.
+            prompt = self._prefix_ids("")
+            await self.engine.submit(prompt, WARM_UP, ignore_eos=True).result()
 
     def health(self) -> str | None:
         engine = self.engine
@@ -221,17 +227,17 @@ class JaxLM(Servable):
         model_id = self.spec.model_id
         workers = min(4, os.cpu_count() or 1)
         start = last = time.monotonic()
-        total = len(engine.generation_buckets())
-        log.info("%s: compiling %d shape buckets on %d threads", model_id, total, workers)
+        buckets = len(engine.generation_buckets())
+        log.info("%s: compiling %d shape buckets on %d threads", model_id, buckets, workers)
         with contextlib.closing(engine.precompile(workers)) as progress:
             for done, total in progress:
                 check()
                 now = time.monotonic()
                 if now - last >= PROGRESS_LOG_S and done < total:
-                    log.info("%s: compiled %d/%d shape buckets", model_id, done, total)
+                    log.info("%s: %d/%d compile and warm-up steps", model_id, done, total)
                     last = now
         log.info(
-            "%s: compiled %d shape buckets in %.1f s", model_id, total, time.monotonic() - start
+            "%s: compiled %d shape buckets in %.1f s", model_id, buckets, time.monotonic() - start
         )
 
     def _eos_ids(self, cfg: ModelConfig) -> list[int]:

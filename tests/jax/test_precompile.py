@@ -78,6 +78,7 @@ def test_closing_precompile_stops_compiling(tiny: Tiny) -> None:
     engine = Engine(serving.cfg, serving.params, serving._decode_text, config)
     with closing(engine.precompile(workers=1)) as progress:
         done, total = next(progress)
-    assert done == 1 and total == len(engine.generation_buckets())
+    buckets = len(engine.generation_buckets())
+    assert done == 1 and total > buckets  # each bucket compiles, then the cheap ones run once
     # The compile already running when it closed may finish; none queued behind it starts.
-    assert engine.compile_count <= 2 < total
+    assert engine.compile_count <= 2 < buckets

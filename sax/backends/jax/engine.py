@@ -56,6 +56,9 @@ class EngineConfig:
     topology: str = "1"
 
 
+WARM_RUN_TOKENS = 512  # prefill buckets up to this many tokens run once in `Engine.precompile`
+
+
 def buckets(lo: int, hi: int, midpoints: bool = False) -> tuple[int, ...]:
     """Powers of two from `lo` below `hi` (and their 1.5x midpoints when asked), then `hi`.
 
@@ -344,10 +347,16 @@ class Engine:
         return prefill + decode
 
     def precompile(self, workers: int = 1) -> Generator[tuple[int, int]]:
-        """Compiles every `generation_buckets` executable on `workers` threads, yielding
-        ``(done, total)`` as each finishes.
+        """Compiles every `generation_buckets` executable on `workers` threads, then runs the
+        cheap ones once; yields ``(done, total)`` steps as it goes.
 
-        Called before `start` (the engine thread owns the executables afterwards), so that no
+        An executable's first run costs more than later ones (XLA resolves its kernels then),
+        so decode steps and prefills of at most `WARM_RUN_TOKENS` tokens run once on dummy
+        inputs: padding rows that write nowhere, zeros in slots no request holds yet. Bigger
+        prefills take long enough that the first-run cost is noise, and running them all would
+        cost more than compiling them.
+
+        Called before `start` (the engine thread owns the state afterwards), so that no
         generate request waits for XLA. Closing the iterator early cancels the compiles not yet
         begun and returns once those running have finished. The arguments are built as the
         request path builds them, so requests find these executables. Score, embed and gradient
@@ -357,17 +366,22 @@ class Engine:
         if self._thread is not None:
             raise RuntimeError("precompile runs before the engine thread starts")
         keys = self.generation_buckets()
+        runs = [k for k in keys if k[0] == "decode" or k[1] * k[2] <= WARM_RUN_TOKENS]
+        total = len(keys) + len(runs)
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="jax-compile") as pool:
-            futures = [pool.submit(self._compile_bucket, *key) for key in keys]
+            futures = [pool.submit(self._warm_bucket, *key) for key in keys]
             try:
                 for done, future in enumerate(as_completed(futures), 1):
                     future.result()
-                    yield done, len(keys)
+                    yield done, total
             finally:
                 for future in futures:
                     future.cancel()
+        for done, key in enumerate(runs, len(keys) + 1):
+            self._warm_bucket(*key, run=True)
+            yield done, total
 
-    def _compile_bucket(self, kind: str, nb: int, length: int) -> None:
+    def _warm_bucket(self, kind: str, nb: int, length: int, run: bool = False) -> None:
         if kind == "prefill":
             args = self._prefill_args(
                 np.zeros((nb, length), np.int32),
@@ -376,10 +390,13 @@ class Engine:
                 np.zeros((4, nb), np.int32),
                 np.zeros((2, nb), np.float32),
             )
-            self._prefill_executable(args)
+            exe = self._prefill_executable(args)
         else:
             args = self._decode_args(np.zeros((5, nb), np.int32), np.zeros((2, nb), np.float32))
-            self._decode_executable(args, length)
+            exe = self._decode_executable(args, length)
+        if run:
+            self._cache_k, self._cache_v, self._tokens, *out = exe(*args)
+            [np.asarray(x) for x in out]  # the host copy too, as `_process` makes it
 
     def _put(self, x: np.ndarray) -> jax.Array:
         return jax.device_put(x, self._repl)
