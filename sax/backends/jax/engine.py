@@ -28,6 +28,7 @@ import heapq
 import queue
 import secrets
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -56,7 +57,7 @@ class EngineConfig:
     topology: str = "1"
 
 
-WARM_RUN_TOKENS = 512  # prefill buckets up to this many tokens run once in `Engine.precompile`
+WARM_RUN_S = 0.2  # `Engine.precompile` runs prefills once until one takes this long
 
 
 def buckets(lo: int, hi: int, midpoints: bool = False) -> tuple[int, ...]:
@@ -350,11 +351,11 @@ class Engine:
         """Compiles every `generation_buckets` executable on `workers` threads, then runs the
         cheap ones once; yields ``(done, total)`` steps as it goes.
 
-        An executable's first run costs more than later ones (XLA resolves its kernels then),
-        so decode steps and prefills of at most `WARM_RUN_TOKENS` tokens run once on dummy
-        inputs: padding rows that write nowhere, zeros in slots no request holds yet. Bigger
-        prefills take long enough that the first-run cost is noise, and running them all would
-        cost more than compiling them.
+        An executable's first run costs more than later ones (XLA resolves its kernels then,
+        milliseconds), so each then runs once on dummy inputs: padding rows that write nowhere,
+        zeros in slots no request holds yet. Decode steps all run; prefills run smallest first
+        until one takes `WARM_RUN_S`, beyond which that cost is noise in a prefill's own time
+        and running them all would cost more than compiling them.
 
         Called before `start` (the engine thread owns the state afterwards), so that no
         generate request waits for XLA. Closing the iterator early cancels the compiles not yet
@@ -366,8 +367,7 @@ class Engine:
         if self._thread is not None:
             raise RuntimeError("precompile runs before the engine thread starts")
         keys = self.generation_buckets()
-        runs = [k for k in keys if k[0] == "decode" or k[1] * k[2] <= WARM_RUN_TOKENS]
-        total = len(keys) + len(runs)
+        total = 2 * len(keys)
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="jax-compile") as pool:
             futures = [pool.submit(self._warm_bucket, *key) for key in keys]
             try:
@@ -377,9 +377,13 @@ class Engine:
             finally:
                 for future in futures:
                     future.cancel()
-        for done, key in enumerate(runs, len(keys) + 1):
-            self._warm_bucket(*key, run=True)
+        runs = sorted(keys, key=lambda k: (k[0] == "prefill", k[1] * k[2]))
+        for done, (kind, nb, length) in enumerate(runs, len(keys) + 1):
+            start = time.perf_counter()
+            self._warm_bucket(kind, nb, length, run=True)
             yield done, total
+            if kind == "prefill" and time.perf_counter() - start >= WARM_RUN_S:
+                return
 
     def _warm_bucket(self, kind: str, nb: int, length: int, run: bool = False) -> None:
         if kind == "prefill":
