@@ -12,6 +12,7 @@ the two APIs method by method):
 
 from __future__ import annotations
 
+import abc
 import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -37,11 +38,12 @@ class Face(Generic[A]):
         self.portal = portal
 
 
-class Closing:
+class Closing(abc.ABC):
     """``with`` closes it."""
 
+    @abc.abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Releases what the object holds; calling it again does nothing."""
 
     def __enter__(self: S) -> S:
         return self
