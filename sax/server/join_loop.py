@@ -147,7 +147,7 @@ class JoinLoop:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         failures = 0
-        async with httpx.AsyncClient(timeout=httpx.Timeout(2.0)) as client:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(5.0)) as client:
             while loop.time() < deadline:
                 address = self.server.admin_address or await self._admin_address()
                 if address:

@@ -37,7 +37,9 @@ from sax.store import CellStore
 
 log = logging.getLogger(__name__)
 
-LEAVE_TIMEOUT_S = 5.0
+# Telling the admin this server leaves; generous because a host that stops a server is often
+# busy (engines finishing in-flight requests), and the leave is what moves clients away at once.
+LEAVE_TIMEOUT_S = 15.0
 
 
 def uvicorn_server(
