@@ -7,12 +7,19 @@ adapts to a slow replica (its requests pile up, so it is chosen less).
 Prefix affinity (`choose` with a key): requests whose prompts start alike go to the same replica,
 so vLLM's prefix cache there already holds the shared system prompt or conversation and prefill
 skips it. The key's home replica comes from rendezvous (highest-random-weight) hashing, a form of
-consistent hashing: adding or removing a replica moves only the keys whose home it was. The home
-is bounded-load: if it already has more than `LOAD_FACTOR` times the average in flight, the
-request falls back to power of two choices, so a hot prefix cannot overload one replica. A
-prompt shorter than `PREFIX_CHARS` has no key and is placed by load alone. Routers
-in front of a fleet do this centrally; here every client decides alone, from its own counts,
-with no extra hop and no shared state.
+consistent hashing: adding or removing a replica moves only the keys whose home it was. Loads
+are bounded (consistent hashing with bounded loads, Mirrokni et al. 2018): a replica takes a
+keyed request only while it holds at most `load_bound` of this client's requests in flight,
+which is the larger of `LOAD_FACTOR` times the average and the average plus `LOAD_SLACK`; a
+request whose home is full goes to the next replica in the key's rendezvous order that is not,
+so the overflow of a hot prefix also lands on one replica, which caches it in turn. The
+relative bound keeps a hot prefix from overloading one replica at any load; the absolute slack
+keeps a few requests in flight (where 1.25x the average is 1 or 2 requests) from scattering a
+prefix over every replica. Routers that balance cache affinity against load (SGLang's and
+vLLM's cache-aware routers) likewise leave a request on its cached replica until the imbalance
+exceeds both an absolute and a relative threshold. A prompt shorter than `PREFIX_CHARS` has no
+key and is placed by load alone. Such routers decide centrally; here every client decides
+alone, from its own counts, with no extra hop and no shared state.
 
 The classic trap of load-based choice is a dead replica that fails instantly and so always looks
 idle; `eject` therefore sidelines an address that refused a connection or answered 503 for
@@ -33,9 +40,13 @@ EJECT_S = 1.0
 # this saves little prefill (vLLM reuses whole KV blocks of 16 tokens on GPU, 128 on CPU); a
 # longer one is routed by its start.
 PREFIX_CHARS = 256
-# The home replica takes a request while its in-flight count stays within this multiple of the
-# average (consistent hashing with bounded loads, Mirrokni et al. 2018).
+# A replica takes a keyed request while its in-flight count, counting that request, stays within
+# this multiple of the average (consistent hashing with bounded loads, Mirrokni et al. 2018) ...
 LOAD_FACTOR = 1.25
+# ... or within this many requests over the average, whichever is larger. A continuous-batching
+# engine runs a replica's requests as one batch, so a few more sequences there cost less than
+# prefilling a shared prefix again elsewhere; the factor governs from 16 requests per replica up.
+LOAD_SLACK = 4
 
 
 def prefix_key(text: str, chars: int = PREFIX_CHARS) -> str | None:
@@ -54,11 +65,29 @@ def home(key: str, addresses: Sequence[str]) -> str:
     return max(addresses, key=lambda a: _weight(key, a))
 
 
-def load_bound(addresses: Sequence[str], pending: Mapping[str, int], factor: float) -> int:
-    """The most requests a home replica may hold, counting the one being placed:
-    ``ceil(factor * (in flight + 1) / replicas)``."""
-    total = sum(pending.get(a, 0) for a in addresses) + 1
-    return math.ceil(factor * total / len(addresses))
+def rendezvous_order(key: str, addresses: Sequence[str]) -> list[str]:
+    """`addresses` by decreasing rendezvous weight for `key`: its home first, then where it goes
+    when the home is full, and so on. The order of any two replicas does not depend on the
+    others, so removing one leaves the rest in place."""
+    return sorted(addresses, key=lambda a: _weight(key, a), reverse=True)
+
+
+def load_bound(
+    addresses: Sequence[str],
+    pending: Mapping[str, int],
+    factor: float = LOAD_FACTOR,
+    slack: float = LOAD_SLACK,
+) -> int:
+    """The most requests (an integer >= 1) one of `addresses` (not empty) may hold for a keyed
+    request, counting the request being placed: with ``average = (in flight on addresses + 1) /
+    replicas``, ``ceil(max(factor * average, average + slack))``. Counts in `pending` for other
+    addresses are ignored.
+
+    With ``factor >= 1`` and ``slack >= 0`` the bounds of all replicas add up to at least the
+    requests in flight plus one, so at least one replica is always within its bound.
+    """
+    average = (sum(pending.get(a, 0) for a in addresses) + 1) / len(addresses)
+    return math.ceil(max(factor * average, average + slack))
 
 
 def choose(
@@ -68,18 +97,23 @@ def choose(
     *,
     rng: random.Random | None = None,
     factor: float = LOAD_FACTOR,
+    slack: float = LOAD_SLACK,
 ) -> str:
-    """One of `addresses` (not empty) for a request with routing `key` (None: no affinity).
+    """One of `addresses` (not empty) for a request with routing `key` (None: no affinity), given
+    the requests in flight per address in `pending` (absent: 0).
 
-    With a key: its `home` unless that replica would exceed `load_bound`; otherwise (and
-    without a key) the less loaded of two random replicas, ties to the first drawn.
+    With a key: the first replica in its `rendezvous_order` that stays within `load_bound` with
+    this request (its home unless the home is full). Without a key: the less loaded of two
+    random replicas, ties to the first drawn (`rng`, default the module's).
     """
     if len(addresses) == 1:
         return addresses[0]
     if key is not None:
-        preferred = home(key, addresses)
-        if pending.get(preferred, 0) + 1 <= load_bound(addresses, pending, factor):
-            return preferred
+        bound = load_bound(addresses, pending, factor, slack)
+        for address in rendezvous_order(key, addresses):
+            if pending.get(address, 0) + 1 <= bound:
+                return address
+        # Only with factor < 1 or slack < 0, which leave too little room: fall back to load.
     a, b = (rng or random).sample(list(addresses), 2)
     return a if pending.get(a, 0) <= pending.get(b, 0) else b
 

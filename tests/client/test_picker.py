@@ -1,5 +1,6 @@
-"""Prefix-affine replica choice: rendezvous homes, the load bound, the power-of-two fallback,
-and the client routing a shared prefix to one real replica."""
+"""Prefix-affine replica choice: rendezvous homes, the load bound, the spill to the key's next
+replica, power of two without a key, and the client routing a shared prefix to one real
+replica."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ KEYS = [f"system prompt {i}" for i in range(400)]
 def test_prefix_key_is_the_prompt_start() -> None:
     system = "You are a helpful assistant. " * 20
     assert prefix_key(system + "What is 2+2?") == prefix_key(system + "Name a color.")
-    assert len(prefix_key(system)) == PREFIX_CHARS
+    assert len(prefix_key(system) or "") == PREFIX_CHARS
     assert prefix_key("short") is None  # too short to be worth routing by: load decides
 
 
@@ -41,17 +42,20 @@ def test_adding_a_replica_moves_only_the_keys_it_takes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("pending", "factor", "bound"),
+    ("pending", "factor", "slack", "bound"),
     [
-        ({}, 1.25, 1),  # idle: 1.25 * 1 / 2 -> 1
-        ({"a": 3, "b": 3}, 1.25, 5),  # 1.25 * 7 / 2 = 4.375 -> 5
-        ({"a": 10}, 1.25, 7),  # 1.25 * 11 / 2 = 6.875 -> 7
-        ({"a": 10}, 2.0, 11),
-        ({"a": 2, "elsewhere": 100}, 1.0, 2),  # only the candidates count
+        ({}, 1.25, 0, 1),  # idle: 1.25 * 1 / 2 -> 1
+        ({}, 1.25, 4, 5),  # idle: 1 / 2 + 4 -> 5
+        ({"a": 3, "b": 3}, 1.25, 0, 5),  # 1.25 * 7 / 2 = 4.375 -> 5
+        ({"a": 3, "b": 3}, 1.25, 4, 8),  # 7 / 2 + 4 = 7.5 -> 8
+        ({"a": 10}, 1.25, 4, 10),  # 11 / 2 + 4 = 9.5 beats 1.25 * 11 / 2 = 6.875
+        ({"a": 10}, 2.0, 4, 11),  # 2 * 11 / 2 = 11 beats 9.5
+        ({"a": 40, "b": 40}, 1.25, 4, 51),  # 1.25 * 81 / 2 = 50.6 beats 44.5
+        ({"a": 2, "elsewhere": 100}, 1.0, 0, 2),  # only the candidates count
     ],
 )
-def test_load_bound(pending: dict[str, int], factor: float, bound: int) -> None:
-    assert load_bound(["a", "b"], pending, factor) == bound
+def test_load_bound(pending: dict[str, int], factor: float, slack: float, bound: int) -> None:
+    assert load_bound(["a", "b"], pending, factor, slack) == bound
 
 
 def _key_homed_at(address: str, addresses: list[str]) -> str:
@@ -61,12 +65,14 @@ def _key_homed_at(address: str, addresses: list[str]) -> str:
 @pytest.mark.parametrize(
     ("pending", "want"),
     [
-        ({}, "a"),  # idle: the home (bound 1)
-        ({"a": 4, "b": 4}, "a"),  # balanced: 5 <= bound 6
-        ({"a": 5, "b": 3}, "a"),  # 6 <= bound ceil(1.25 * 9 / 2) = 6
-        ({"a": 6, "b": 3}, "a"),  # 7 <= bound ceil(1.25 * 10 / 2) = 7
-        ({"a": 7, "b": 3}, "b"),  # 8 > bound 7: power of two picks the less loaded
-        ({"a": 8, "b": 0}, "b"),  # 9 > bound 6
+        ({}, "a"),  # idle: the home (bound 5)
+        ({"a": 4, "b": 4}, "a"),  # balanced: 5 <= bound ceil(9 / 2 + 4) = 9
+        ({"a": 8, "b": 0}, "a"),  # 9 <= bound ceil(9 / 2 + 4) = 9: the slack keeps it home
+        ({"a": 9, "b": 0}, "b"),  # 10 > bound 9: the next replica in the key's order
+        ({"a": 18, "b": 10}, "a"),  # 19 <= bound ceil(max(1.25 * 14.5, 14.5 + 4)) = 19
+        ({"a": 19, "b": 10}, "b"),  # 20 > bound 19
+        ({"a": 68, "b": 40}, "a"),  # 69 <= bound ceil(1.25 * 54.5) = 69: the factor governs
+        ({"a": 69, "b": 40}, "b"),  # 70 > bound ceil(1.25 * 55) = 69
     ],
 )
 def test_choose_keeps_the_home_within_the_bound(pending: dict[str, int], want: str) -> None:
@@ -113,10 +119,12 @@ def test_a_shared_prefix_lands_on_one_replica(cell: FakeCell) -> None:
 
 
 def test_a_hot_prefix_spills_over_under_load() -> None:
-    """Bounded load: 32 requests in flight with one prefix use both replicas, the home holding
-    no more than the bound (1.25x the average) and the rest going to the other."""
-    picker = Picker()
+    """Bounded load: requests in flight with one prefix use both replicas once the home holds
+    its bound, max(1.25x, +4) the average, and the overflow goes to the key's second replica."""
     key = _key_homed_at("a", ["a", "b"])
-    picks = [picker.acquire(["a", "b"], key=key) for _ in range(32)]
-    assert picks[0] == "a"
-    assert picker.pending("a") == 20 and picker.pending("b") == 12
+    for in_flight, home_holds in [(8, 8), (16, 12), (32, 20), (200, 125)]:
+        picker = Picker()
+        picks = [picker.acquire(["a", "b"], key=key) for _ in range(in_flight)]
+        assert picks[0] == "a"
+        assert picker.pending("a") == home_holds
+        assert picker.pending("b") == in_flight - home_holds
