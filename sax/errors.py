@@ -8,8 +8,8 @@ The client rebuilds the same `SaxError` from the body, so code on both sides mat
 from __future__ import annotations
 
 import enum
+import json
 import logging
-import secrets
 from typing import Any
 
 
@@ -88,6 +88,15 @@ class SaxError(Exception):
         code = _CODE_BY_STATUS.get(status, Code.UNAVAILABLE if status >= 502 else Code.INTERNAL)
         return cls(code, f"HTTP {status}: {str(body)[:200]}")
 
+    @classmethod
+    def from_reply(cls, status: int, content: bytes) -> SaxError:
+        """`from_response` for the raw bytes of an HTTP error reply (JSON or not)."""
+        try:
+            body: Any = json.loads(content)
+        except ValueError:
+            body = content.decode(errors="replace")
+        return cls.from_response(status, body)
+
 
 def invalid(message: str, param: str | None = None) -> SaxError:
     """INVALID_ARGUMENT (400); `param` names the request field at fault."""
@@ -97,6 +106,8 @@ def invalid(message: str, param: str | None = None) -> SaxError:
 def internal(exc: BaseException, what: str, log: logging.Logger) -> SaxError:
     """INTERNAL (500) under a fresh request id: the exception's text goes to `log` with that id,
     never to the caller."""
+    import secrets  # only servers fail this way; clients (each saxutil run) skip the import
+
     request_id = secrets.token_hex(8)
     log.error("%s failed: request id %s", what, request_id, exc_info=exc)
     return SaxError(Code.INTERNAL, f"internal error; request id {request_id}")

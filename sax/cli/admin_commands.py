@@ -57,7 +57,7 @@ def ls(
     as_csv: Annotated[bool, typer.Option("--csv", help="Output the results as CSV.")] = False,
 ) -> None:
     """List published models."""
-    from sax import client
+    from sax.client import direct
     from sax.naming import CellId, ModelId
 
     out = echo_csv if as_csv else echo_table
@@ -78,23 +78,35 @@ def ls(
             model = ModelId.parse(target)
         except SaxError as exc:
             fail(f"Invalid model ID {target}: {exc}")
-        show_model(admin_call(ctx, "Failed to list model", client.list, str(model)), as_json, out)
+        show_model(admin_call(ctx, "Failed to list model", direct.get, str(model)), as_json, out)
         return
-    models = admin_call(ctx, "Failed to list models", client.list_all, str(cell))
+    models = admin_call(ctx, "Failed to list models", direct.list_all, str(cell))
     if as_json:
-        echo_json({"models": [m.model_dump(mode="json") for m in models]})
+        echo_json({"models": [model_json(m) for m in models]})
         return
     prefix = f"{cell}/"
-    out(["#", "Model ID"], [[i, m.model_id.removeprefix(prefix)] for i, m in enumerate(models)])
+    out(["#", "Model ID"], [[i, m["model_id"].removeprefix(prefix)] for i, m in enumerate(models)])
 
 
-def show_model(info: Any, as_json: bool, out: Callable[[list[str], list[list[Any]]], None]) -> None:
+def model_json(raw: dict[str, Any]) -> Any:
+    """The admin's `ModelInfo` JSON object as the client's model dumps it (every field, in
+    schema order)."""
+    from sax.schemas import ModelInfo
+
+    return ModelInfo.model_validate(raw).model_dump(mode="json")
+
+
+def show_model(
+    raw: dict[str, Any], as_json: bool, out: Callable[[list[str], list[list[Any]]], None]
+) -> None:
     """The model table (Saxml's columns; the selected address is a LOADED replica), its ACLs
-    and, beyond Saxml, each replica's status and why fewer are ready than requested."""
+    and, beyond Saxml, each replica's status and why fewer are ready than requested. `raw`:
+    the admin's `ModelInfo` JSON object."""
     if as_json:
-        echo_json(info.model_dump(mode="json"))
+        echo_json(model_json(raw))
         return
-    loaded = [r.address for r in info.replicas if r.status == "LOADED"]
+    replicas: list[dict[str, Any]] = raw.get("replicas", [])
+    loaded = [r["address"] for r in replicas if r.get("status") == "LOADED"]
     out(
         [
             "Model",
@@ -106,23 +118,23 @@ def show_model(info: Any, as_json: bool, out: Callable[[list[str], list[list[Any
         ],
         [
             [
-                info.model_id.rsplit("/", 1)[-1],
-                info.model_path,
-                info.checkpoint_path,
-                len(info.replicas),
+                raw["model_id"].rsplit("/", 1)[-1],
+                raw["model_path"],
+                raw["checkpoint_path"],
+                len(replicas),
                 random.choice(loaded) if loaded else "",
-                ", ".join(info.methods),
+                ", ".join(raw.get("methods", [])),
             ]
         ],
     )
-    out(["Method", "ACL"], [[m, a] for m, a in sorted(info.acls.items())])
+    out(["Method", "ACL"], [[m, a] for m, a in sorted(raw.get("acls", {}).items())])
     out(
         ["Replica Address", "Status", "Failure Reason"],
-        [[r.address, r.status or "", r.failure_reason] for r in info.replicas],
+        [[r["address"], r.get("status") or "", r.get("failure_reason", "")] for r in replicas],
     )
-    typer.echo(f"Ready replicas: {info.ready_replicas}/{info.num_replicas} requested")
-    if info.reason:
-        typer.echo(f"Reason: {info.reason}")
+    typer.echo(f"Ready replicas: {raw.get('ready_replicas', 0)}/{raw['num_replicas']} requested")
+    if raw.get("reason"):
+        typer.echo(f"Reason: {raw['reason']}")
 
 
 @commands.command("publish")
@@ -139,14 +151,14 @@ def publish(
     overrides: Overrides = None,
 ) -> None:
     """Publish a model."""
-    from sax import client
+    from sax.client import direct
 
     model = model_id_arg(model_id)
     values = parse_overrides(overrides)
     admin_call(
         ctx,
         "Failed to publish model",
-        client.publish,
+        direct.publish,
         model,
         model_path,
         checkpoint_path,
@@ -158,9 +170,9 @@ def publish(
 @commands.command("unpublish")
 def unpublish(ctx: typer.Context, model_id: ModelIdArg) -> None:
     """Unpublish a model."""
-    from sax import client
+    from sax.client import direct
 
-    admin_call(ctx, "Failed to unpublish model", client.unpublish, model_id_arg(model_id))
+    admin_call(ctx, "Failed to unpublish model", direct.unpublish, model_id_arg(model_id))
 
 
 @commands.command("update")

@@ -1,8 +1,10 @@
 """saxutil's data commands: lm.generate, lm.score, lm.embed, lm.gradient and vm.classify,
-vm.embed, vm.detect, vm.generate, each a call on a model's replicas through `sax.client.Model`."""
+vm.embed, vm.detect, vm.generate, each a call on a model's replicas through `sax.client.Model`
+(``lm.generate`` without ``--stream`` through `sax.client.direct`, which needs no event loop)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,10 +23,20 @@ from sax.cli.args import (
     settings,
     text_arg,
 )
-from sax.cli.render import echo_result, echo_table, fail, failing, floats, format_float, usage
+from sax.cli.render import (
+    echo_json,
+    echo_result,
+    echo_table,
+    fail,
+    failing,
+    floats,
+    format_float,
+    usage,
+)
 
 if TYPE_CHECKING:
     from sax.client import Model
+    from sax.client.direct import DirectModel
 
 commands = typer.Typer()
 
@@ -38,6 +50,16 @@ def open_model(ctx: typer.Context, model_id: str) -> Model:
     s = settings(ctx)
     with failing("Failed to open model"):
         return Model(model_id_arg(model_id), sax_root=s.root(), timeout=s.timeout_s)
+
+
+def open_direct_model(ctx: typer.Context, model_id: str) -> DirectModel:
+    """`open_model`'s model as a one-shot client (`sax.client.direct`): one blocking call, no
+    event loop, the reply's JSON to decode."""
+    from sax.client.direct import DirectModel
+
+    s = settings(ctx)
+    with failing("Failed to open model"):
+        return DirectModel(model_id_arg(model_id), sax_root=s.root(), timeout=s.timeout_s)
 
 
 def call_model(ctx: typer.Context, model_id: str, what: str, call: Callable[[Model], T]) -> T:
@@ -83,35 +105,36 @@ def lm_generate(
     """Generate a text against a given model."""
     inputs = extra_arg(extra)
     text = text_arg(query)
-    model = open_model(ctx, model_id)
     if stream:
+        model = open_model(ctx, model_id)
         if terse:
             fail("Terse output incompatible with streaming (-stream).")
         if n > 0:
             fail("Max outputs (-n) incompatible with streaming (-stream).")
         stream_generate(model, text, inputs, as_json)
         return
+    one_shot = open_direct_model(ctx, model_id)
     with failing("Failed to generate query"):
-        samples = model.lm.generate_samples(text, inputs)
-    if terse and not as_json:
-        ranked = sorted(samples, key=lambda x: x.score, reverse=True)
-        for sample in ranked[: n or None]:
-            typer.echo(sample.text)
+        reply = one_shot.generate(text, inputs)
+    if as_json:
+        from sax.schemas import GenerateResponse
+
+        samples = GenerateResponse.model_validate_json(reply).samples
+        echo_json({"samples": [x.model_dump(mode="json") for x in samples]})
         return
-    rows = [[x.text, format_float(x.score)] for x in samples]
-    echo_result(
-        as_json,
-        {"samples": [x.model_dump(mode="json") for x in samples]},
-        ["generate", "Score"],
-        rows[: n or None],
-    )
+    scored = [(str(x["text"]), float(x["score"])) for x in json.loads(reply)["samples"]]
+    if terse:
+        ranked = sorted(scored, key=lambda x: x[1], reverse=True)
+        for sample_text, _ in ranked[: n or None]:
+            typer.echo(sample_text)
+        return
+    rows = [[t, format_float(score)] for t, score in scored]
+    echo_table(["generate", "Score"], rows[: n or None])
 
 
 def stream_generate(model: Model, text: str, extra: dict[str, Any], as_json: bool) -> None:
     """Prints sample 0 as it grows (appending deltas; a rewrite starts a new line), the other
     samples at the end, then the final scores."""
-    import json
-
     out = sys.stdout
     shown = ""
     with failing("Command failed"):

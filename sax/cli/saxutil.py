@@ -12,7 +12,9 @@ quirks are fixed on purpose: ``lm.score`` prints one score per suffix, ``update`
 The commands live beside this module: `admin_commands` (cells and models), `access_commands`
 (ACLs, principals, tokens), `data_commands` (lm.*, vm.*); `args` parses, `render` prints. A
 command's module is imported, and its click command built, only when that command runs or help
-lists it, so each run pays for one command's imports.
+lists it, so each run pays for one command's imports. ``ls``, ``publish``, ``unpublish`` and
+``lm.generate`` make their one request through `sax.client.direct` (no event loop, no pydantic
+unless ``--json`` asks for the schema's dump).
 """
 
 from __future__ import annotations

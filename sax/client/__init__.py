@@ -9,8 +9,9 @@ jittered backoff on another replica until the caller's deadline. Admin calls (`p
 `sax.errors.SaxError` with a canonical code. Credentials: a `token` argument, else
 ``SAX_TOKEN`` (`sax.client.credentials`).
 
-Names are imported on first use, so ``saxutil ls`` loads the admin calls without the data
-client and its response models, and ``import sax`` loads nothing. `close` stops every blocking
+Names are imported on first use, so the admin calls load without the data client and its
+response models, and ``import sax`` loads nothing. `sax.client.direct` makes the same calls
+without an event loop or pydantic for a process that makes one call and exits (saxutil). `close` stops every blocking
 client's loop thread, watchers and connections (each starts again on its next call).
 """
 

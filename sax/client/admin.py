@@ -2,16 +2,15 @@
 
 Clients never cache the admin's address across a failure: a connection error or a 503 (an admin
 that lost its lease answers UNAVAILABLE) makes the next attempt re-read ``location.json``, which
-the new leader has rewritten. That is how Saxml clients follow an admin failover, minus its
-quirk of keeping a stale address set (the WatchLoc loop resets on a full set, see locations.py).
+the new leader has rewritten (`sax.client.leader`). That is how Saxml clients follow an admin
+failover, minus its quirk of keeping a stale address set (the WatchLoc loop resets on a full set,
+see locations.py).
 Attempts are retried by `tenacity` with the backoff of `sax.client.retry` until the deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import threading
 from typing import Any
 
 import httpx
@@ -20,80 +19,27 @@ import tenacity
 from sax.client import http
 from sax.client.credentials import auth_headers
 from sax.client.faces import Owner, blocking
+from sax.client.leader import (
+    ATTEMPT_TIMEOUT_S,
+    DEFAULT_ADMIN_TIMEOUT_S,
+    AdminLocator,
+    locator,
+    resolve_sax_root,
+)
 from sax.client.portal import Portal
 from sax.client.retry import MIN_ATTEMPT_S, Backoff, Deadline
 from sax.errors import ADMIN_RETRYABLE, Code, SaxError
 from sax.naming import CellId
 
-DEFAULT_ADMIN_TIMEOUT_S = 60.0  # saxutil's --sax_timeout default
-ATTEMPT_TIMEOUT_S = 45.0  # one admin HTTP request; WatchLoc and :wait hold up to 30 s
-
-
-def resolve_sax_root(sax_root: str | None) -> str:
-    root = sax_root or os.environ.get("SAX_ROOT", "")
-    if not root:
-        raise SaxError(
-            Code.FAILED_PRECONDITION,
-            "Neither the sax_root argument (--sax_root) nor the SAX_ROOT environment variable is set",
-        )
-    return root
-
-
-class AdminLocator:
-    """The leader's ``host:port`` for one cell, read from ``location.json`` and re-read on demand.
-    Shared by every loop and thread of the process."""
-
-    def __init__(self, sax_root: str, cell: CellId) -> None:
-        self.sax_root = sax_root
-        self.cell = cell
-        self._address = ""
-        self._lock = threading.Lock()
-
-    async def address(self) -> str:
-        """The cached address, else the one ``location.json`` names (read in a thread: the file
-        may be on gs://)."""
-        return self._address or await asyncio.to_thread(self._load)
-
-    def forget(self, address: str) -> None:
-        """Drops `address` if it is still the cached one, so the next call re-reads the file."""
-        with self._lock:
-            if self._address == address:
-                self._address = ""
-
-    def _load(self) -> str:
-        with self._lock:
-            if not self._address:
-                self._address = self._read()
-            return self._address
-
-    def _read(self) -> str:
-        from sax.store import CellStore
-
-        store = CellStore(self.sax_root, self.cell)
-        if not store.exists():
-            raise SaxError(
-                Code.FAILED_PRECONDITION,
-                f"Sax cell {self.cell} does not exist under {self.sax_root}",
-            )
-        location, _ = store.read_location()
-        if location is None or not location.address:
-            # Retryable: a just-started admin writes the file within moments.
-            raise SaxError(Code.UNAVAILABLE, f"no admin server has run for Sax cell {self.cell}")
-        return location.address
-
-
-_locators: dict[tuple[str, CellId], AdminLocator] = {}
-_locators_lock = threading.Lock()
-
-
-def locator(sax_root: str | None, cell: CellId) -> AdminLocator:
-    """One locator per (sax_root, cell) per process, so every caller benefits from a re-read."""
-    key = (resolve_sax_root(sax_root), cell)
-    with _locators_lock:
-        found = _locators.get(key)
-        if found is None:
-            found = _locators[key] = AdminLocator(key[0], cell)
-        return found
+__all__ = [
+    "ATTEMPT_TIMEOUT_S",
+    "DEFAULT_ADMIN_TIMEOUT_S",
+    "AdminClient",
+    "AdminLocator",
+    "AsyncAdminClient",
+    "locator",
+    "resolve_sax_root",
+]
 
 
 def _check(response: httpx.Response) -> Any:
@@ -153,7 +99,7 @@ class AsyncAdminClient:
             nonlocal last
             address = ""
             try:
-                address = await self.locator.address()
+                address = self.locator.cached() or await asyncio.to_thread(self.locator.load)
                 response = await http.async_client().request(
                     method,
                     f"http://{address}{path}",

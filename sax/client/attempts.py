@@ -9,8 +9,8 @@ once the deadline cannot fit another attempt). Only the I/O differs between sync
 
 from __future__ import annotations
 
-from sax.client.locations import ReplicaSet
 from sax.client.picker import PICKER
+from sax.client.replicas import ReplicaSet
 from sax.client.retry import Backoff, Deadline
 from sax.errors import SERVER_RETRYABLE, Code, SaxError
 

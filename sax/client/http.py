@@ -14,10 +14,8 @@ given, verification would still be required, and fail: closed, not open.
 from __future__ import annotations
 
 import asyncio
-import json
 import ssl
 import weakref
-from typing import Any
 
 import httpx
 
@@ -64,11 +62,7 @@ def timeout(seconds: float | None) -> httpx.Timeout:
 
 
 def error_from_response(status: int, content: bytes) -> SaxError:
-    try:
-        body: Any = json.loads(content)
-    except ValueError:
-        body = content.decode(errors="replace")
-    return SaxError.from_response(status, body)
+    return SaxError.from_reply(status, content)
 
 
 def error_from_transport(exc: httpx.HTTPError, address: str) -> SaxError:

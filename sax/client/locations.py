@@ -18,9 +18,15 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from sax.client.admin import AdminClient, AsyncAdminClient
+from sax.client.replicas import (
+    PERMANENT,
+    POLL_DEADLINE_S,
+    ReplicaSet,
+    WatchState,
+    locations_path,
+)
 from sax.client.retry import Backoff, Deadline
 from sax.errors import Code, SaxError
 from sax.naming import ModelId
@@ -28,56 +34,7 @@ from sax.schemas import WatchResult
 
 log = logging.getLogger(__name__)
 
-POLL_DEADLINE_S = 45.0  # the admin holds a poll for at most 30 s
 STOP_CHECK_S = 0.2  # how often the blocking `watch_forever` looks at its stop event
-PERMANENT = frozenset(
-    {Code.NOT_FOUND, Code.INVALID_ARGUMENT, Code.PERMISSION_DENIED, Code.FAILED_PRECONDITION}
-)
-
-
-class ReplicaSet:
-    """The ready addresses of one model. Readers take `addresses` without a lock: it is an
-    immutable tuple that `apply` replaces whole."""
-
-    def __init__(self) -> None:
-        self.addresses: tuple[str, ...] = ()
-        self.error: SaxError | None = None
-        self.updates = 0  # results applied; 0 = nothing known yet
-
-    def apply(self, result: WatchResult) -> None:
-        current = set(result.values) if result.has_fullset else set(self.addresses)
-        for mutation in result.changelog:
-            if mutation.op == "add":
-                current.add(mutation.address)
-            else:
-                current.discard(mutation.address)
-        self.addresses = tuple(sorted(current))
-        self.updates += 1
-
-    def fail(self, error: SaxError) -> None:
-        self.error = error
-
-
-def locations_path(model: ModelId) -> str:
-    return f"/v1/models/{model.name}/locations"
-
-
-@dataclass
-class WatchState:
-    """Where the loop is in the admin's changelog; `reset` after any error forces a full set."""
-
-    admin_id: str = ""
-    seqno: int = 0
-
-    def params(self) -> dict[str, str | int]:
-        return {"admin_id": self.admin_id, "seqno": self.seqno}
-
-    def advance(self, result: WatchResult) -> None:
-        self.admin_id = result.admin_id
-        self.seqno = result.next_seqno
-
-    def reset(self) -> None:
-        self.admin_id, self.seqno = "", 0
 
 
 async def watch(
