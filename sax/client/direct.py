@@ -89,8 +89,8 @@ def send(
             conn.connect()
         except TimeoutError as exc:
             raise TransportError("ConnectTimeout", str(exc) or "timed out") from exc
-        except OSError as exc:
-            raise TransportError("ConnectError", str(exc)) from exc
+        except OSError as exc:  # refused, unreachable: worded as httpx words it
+            raise TransportError("ConnectError", "All connection attempts failed") from exc
         assert conn.sock is not None
         conn.sock.settimeout(timeout_s)
         try:
