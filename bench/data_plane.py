@@ -27,13 +27,28 @@ Modes, `--workload distinct` (default; distinct prompts, no shared prefix):
   model server minus the p50 of calling ``Echo.generate`` in process.
 
 `--workload prefix`: two model servers, the model published with two replicas, and the sax
-client streaming requests that share one of `--system-prompts` long system prompts (and, as a
-control, distinct prompts). Each run picks replicas either by prefix (``prefix``: the client's
-default, `sax.client.picker.choose` with the prompt as key) or by load alone (``load``: power of
-two choices, the client's previous behaviour). Reported per mode: the prefix-cache hit rate
-(prompt tokens found in vLLM's prefix cache over those looked up, from both model servers'
-``/metrics``), TTFT p50 and output tokens/s. Every run uses system prompts no earlier run sent,
-so no mode inherits another's cache.
+client streaming. Each run picks replicas either by prefix (``prefix``: the client's default,
+`sax.client.picker.choose` with the prompt as key) or by load alone (``load``: power of two
+choices, the client's previous behaviour). Workloads:
+- ``shared``: `--requests` requests, each one of `--system-prompts` long system prompts
+  (`--system-chars`) plus a distinct question, in a seeded random order; the model's KV cache
+  holds every prompt many times over, so only the first sight of a prompt on a replica misses;
+- ``overflow``: the same servable published a second time on the same servers with a small KV
+  cache (`--overflow-kv-gib` per replica, the servable's ``kv_cache_gib`` override; the blocks
+  vLLM made of it are reported under ``kv_cache``), and `--overflow-system-prompts` prompts sent
+  `--overflow-uses` times each: their shared blocks outgrow one replica's cache but fit in two.
+  Choosing by load, every replica sees every prompt and evicts them before their next use;
+  choosing by prefix, each replica holds half;
+- ``distinct``: `--distinct-requests` prompts longer than the routing prefix that differ from
+  their first characters (each its own key, nothing shared: affinity's cost, if any, without
+  its benefit), and ``distinct_short``: prompts under the routing prefix, which both choices
+  place by load alone (the same code path: a gauge of run-to-run noise).
+Reported per workload and choice: the prefix-cache hit rate (prompt tokens found in vLLM's
+prefix cache over those looked up, from both model servers' ``/metrics``, that model's lines
+only), TTFT p50 and output tokens/s; under ``ratios``, prefix over load of the medians over
+rounds, and for the distinct workloads the ratio within each round too. Every run uses prompts
+no earlier run sent, so no run inherits another's cache, and the order of the two choices
+alternates round by round.
 
 Load: `--concurrency` closed-loop workers (default 32), each sending requests back to back until
 `--requests` are done, every request decoding exactly `--tokens` tokens (EOS ignored).
@@ -443,93 +458,235 @@ def prefix_workload(n: int, systems: list[str], seed: int) -> list[str]:
     return texts
 
 
-async def prefix_cache_counters(http: httpx.AsyncClient, urls: list[str]) -> tuple[float, float]:
-    """(queries, hits) in prompt tokens, summed over the model servers' ``/metrics``."""
-    queries = hits = 0.0
+def long_distinct_prompts(n: int, salt: int) -> list[str]:
+    """`n` prompts of over `PREFIX_CHARS` characters that differ from their first characters:
+    each has a routing key of its own and shares no cached block with another."""
+    from sax.client.picker import PREFIX_CHARS
+
+    out = []
+    for i, text in enumerate(prompts(n)):
+        padded = f"[{salt}.{i}] {text}"
+        while len(padded) < PREFIX_CHARS + 40:
+            padded += f" Then a {WORDS[(i + len(padded)) % len(WORDS)]}."
+        out.append(padded)
+    return out
+
+
+def _labels(line: str) -> dict[str, str]:
+    import re
+
+    inside = line[line.index("{") + 1 : line.rindex("}")]
+    return dict(re.findall(r'(\w+)="([^"]*)"', inside))
+
+
+async def engine_metrics(http: httpx.AsyncClient, urls: list[str], model: str) -> list[str]:
+    """The ``vllm:`` sample lines for `model` (its ``model`` label) on the model servers'
+    ``/metrics``."""
+    lines = []
     for url in urls:
         text = (await http.get(f"{url}/metrics")).text
-        for line in text.splitlines():
-            if line.startswith("vllm:prefix_cache_queries_total{"):
-                queries += float(line.rsplit(" ", 1)[1])
-            elif line.startswith("vllm:prefix_cache_hits_total{"):
-                hits += float(line.rsplit(" ", 1)[1])
-    return queries, hits
+        lines += [
+            line
+            for line in text.splitlines()
+            if line.startswith("vllm:") and "{" in line and _labels(line).get("model") == model
+        ]
+    return lines
+
+
+async def prefix_cache_counters(
+    http: httpx.AsyncClient, urls: list[str], model: str
+) -> dict[str, float]:
+    """Prompt tokens looked up in (``queries``) and found in (``hits``) the prefix cache, and
+    requests preempted for want of KV blocks (``preemptions``): `model`'s counters summed over
+    the model servers."""
+    names = {
+        "vllm:prefix_cache_queries_total{": "queries",
+        "vllm:prefix_cache_hits_total{": "hits",
+        "vllm:num_preemptions_total{": "preemptions",
+    }
+    out = dict.fromkeys(names.values(), 0.0)
+    for line in await engine_metrics(http, urls, model):
+        for prefix, name in names.items():
+            if line.startswith(prefix):
+                out[name] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
+async def kv_cache_blocks(http: httpx.AsyncClient, urls: list[str], model: str) -> list[str]:
+    """Each replica's KV cache as ``"BLOCKS x TOKENS"`` (vLLM's ``cache_config_info``)."""
+    out = []
+    for line in await engine_metrics(http, urls, model):
+        if line.startswith("vllm:cache_config_info{"):
+            labels = _labels(line)
+            out.append(f"{labels.get('num_gpu_blocks')} x {labels.get('block_size')}")
+    return out
+
+
+PREFIX_ENGINE_ENV = {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1"}
+
+
+@dataclass
+class PrefixWorkload:
+    """One workload of the prefix bench: how it makes a run's prompts."""
+
+    texts: Callable[[int, int], list[str]]  # (salt, round) -> the run's prompts
 
 
 async def bench_prefix(model_dir: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Prefix-affine vs load-only replica choice on two replicas (see the module docstring)."""
+    """Prefix-affine vs load-only replica choice on two replicas (see the module docstring).
+
+    Two phases on the same two model servers, so that each holds one engine at a time (on a
+    small machine an idle engine still takes CPU from a busy one): the workloads on the model
+    as published by default, then, unpublished, the ``overflow`` one on the small-KV copy.
+    """
+    import sax.client as sax_client
     from sax.client import wire
     from sax.client.picker import prefix_key
     from sax.schemas import StreamChunk
 
-    result: dict[str, Any] = {}
+    # vLLM-cpu binds each engine's threads to the first core and keeps the other for the rest
+    # of the process, so two model servers on one host run both replicas on one core, where
+    # one stalls while the other computes and load alone then sends nearly everything to the
+    # other: a fight no two-host deployment has. One unbound thread per engine lets the OS give
+    # each replica a core of its own.
+    for name, value in PREFIX_ENGINE_ENV.items():
+        os.environ.setdefault(name, value)
+    result: dict[str, Any] = {
+        "engine_env": {name: os.environ[name] for name in PREFIX_ENGINE_ENV},
+        "overflow_system_prompts": args.overflow_system_prompts,
+        "overflow_system_chars": args.overflow_system_chars,
+        "overflow_uses": args.overflow_uses,
+        "overflow_kv_gib": args.overflow_kv_gib,
+        "distinct_requests": args.distinct_requests,
+    }
+    rows: dict[str, list[dict[str, Any]]] = {}
+
+    def mode(lm: Any, by_prefix: bool) -> Request:
+        async def request(text: str) -> tuple[int, float | None]:
+            deadline = lm.deadline(600)
+            body = wire.generate_body(text, None, deadline.remaining())
+            key = prefix_key(text) if by_prefix else None
+            first: float | None = None
+            async for item in lm.stream("lm.generate_stream", body, deadline, key):
+                if isinstance(item, StreamChunk) and first is None:
+                    first = time.perf_counter()
+            return args.tokens, first
+
+        return request
+
+    async def phase(
+        lm: Any, urls: list[str], http: httpx.AsyncClient, workloads: dict[str, PrefixWorkload]
+    ) -> None:
+        model_id = str(lm.model_id)
+        await load(mode(lm, False), prompts(args.concurrency), args.concurrency)  # warm up
+        salt = 0
+        for round_index in range(args.rounds):
+            # The two choices take turns going first (ABBA), so a drift in the CPU on offer
+            # favours neither.
+            order = [True, False] if round_index % 2 == 0 else [False, True]
+            for name, workload in workloads.items():
+                for by_prefix in order:
+                    salt += 1
+                    texts = workload.texts(salt, round_index)
+                    before = await prefix_cache_counters(http, urls, model_id)
+                    run = await load(mode(lm, by_prefix), texts, args.concurrency)
+                    after = await prefix_cache_counters(http, urls, model_id)
+                    row = run.summary()
+                    looked_up = max(1.0, after["queries"] - before["queries"])
+                    row["prefix_cache_hit_rate"] = round(
+                        (after["hits"] - before["hits"]) / looked_up, 3
+                    )
+                    row["preemptions"] = after["preemptions"] - before["preemptions"]
+                    rows.setdefault(f"{name}_{'prefix' if by_prefix else 'load'}", []).append(row)
+
+    def shared(salt: int, round_index: int) -> list[str]:
+        systems = system_prompts(args.system_prompts, salt, args.system_chars)
+        return prefix_workload(args.requests, systems, seed=round_index)
+
+    def overflow(salt: int, round_index: int) -> list[str]:
+        # Salts apart from the first phase's: no prompt repeats one sent before.
+        systems = system_prompts(
+            args.overflow_system_prompts, 1000 + salt, args.overflow_system_chars
+        )
+        n = args.overflow_system_prompts * args.overflow_uses
+        return prefix_workload(n, systems, seed=round_index)
+
     async with (
         sax_system(model_dir, args, work, result, replicas=2) as cell,
         httpx.AsyncClient(timeout=30) as http,
     ):
-        lm = cell.lm
+        root = str(cell.root)
+        lm_id = str(cell.lm.model_id)
+        result["kv_cache"] = {"default": await kv_cache_blocks(http, cell.server_urls, lm_id)}
+        await phase(
+            cell.lm,
+            cell.server_urls,
+            http,
+            {
+                "shared": PrefixWorkload(shared),
+                "distinct": PrefixWorkload(
+                    lambda salt, _: long_distinct_prompts(args.distinct_requests, salt)
+                ),
+                "distinct_short": PrefixWorkload(
+                    lambda salt, _: [f"[{salt}] {t}" for t in prompts(args.distinct_requests)]
+                ),
+            },
+        )
+        # The same servable with a small KV cache, once the first is gone from both servers.
+        await asyncio.to_thread(sax_client.unpublish, lm_id, sax_root=root)
+        deadline = time.monotonic() + 120
+        while await engine_metrics(http, cell.server_urls, lm_id):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{lm_id} still loaded 120 s after unpublish")
+            await asyncio.sleep(0.5)
+        small_id = "/sax/bench/lm_small_kv"
+        overrides = sax_overrides(args) | {"kv_cache_gib": args.overflow_kv_gib}
+        servable = (
+            "sax.models.vllm.Tiny" if args.model == "tiny" else "sax.models.vllm.SmolLM2_135M"
+        )
+        await asyncio.to_thread(
+            sax_client.publish, small_id, servable, str(model_dir), 2, overrides, sax_root=root
+        )
+        await asyncio.to_thread(sax_client.wait_for_ready, small_id, 2, 600, sax_root=root)
+        result["kv_cache"]["overflow"] = await kv_cache_blocks(http, cell.server_urls, small_id)
+        small = sax_client.AsyncModel(small_id, sax_root=root)
+        await phase(small, cell.server_urls, http, {"overflow": PrefixWorkload(overflow)})
 
-        def mode(by_prefix: bool) -> Request:
-            async def request(text: str) -> tuple[int, float | None]:
-                deadline = lm.deadline(600)
-                body = wire.generate_body(text, None, deadline.remaining())
-                key = prefix_key(text) if by_prefix else None
-                first: float | None = None
-                async for item in lm.stream("lm.generate_stream", body, deadline, key):
-                    if isinstance(item, StreamChunk) and first is None:
-                        first = time.perf_counter()
-                return args.tokens, first
-
-            return request
-
-        modes = {"prefix": mode(True), "load": mode(False)}
-        await load(modes["load"], prompts(args.concurrency), args.concurrency)  # warm up
-        rows: dict[str, list[dict[str, Any]]] = {}
-        salt = 0
-        for round_index in range(args.rounds):
-            for workload in ("shared", "distinct"):
-                for name, fn in modes.items():
-                    salt += 1
-                    if workload == "shared":
-                        systems = system_prompts(args.system_prompts, salt, args.system_chars)
-                        texts = prefix_workload(args.requests, systems, seed=round_index)
-                    else:
-                        texts = [f"[{salt}] {t}" for t in prompts(args.requests)]
-                    q0, h0 = await prefix_cache_counters(http, cell.server_urls)
-                    run = await load(fn, texts, args.concurrency)
-                    q1, h1 = await prefix_cache_counters(http, cell.server_urls)
-                    row = run.summary()
-                    row["prefix_cache_hit_rate"] = round((h1 - h0) / max(1.0, q1 - q0), 3)
-                    rows.setdefault(f"{workload}_{name}", []).append(row)
     for key, runs in rows.items():
         ranked = sorted(runs, key=lambda r: r["output_tokens_per_s"])
-        result[key] = ranked[len(ranked) // 2]
+        result[key] = dict(ranked[len(ranked) // 2])  # the median round by throughput
         result[key]["rounds_hit_rate"] = [r["prefix_cache_hit_rate"] for r in runs]
         result[key]["rounds_ttft_p50_ms"] = [r.get("ttft_p50_ms") for r in runs]
+        result[key]["rounds_tokens_per_s"] = [r["output_tokens_per_s"] for r in runs]
+        result[key]["rounds_preemptions"] = [r["preemptions"] for r in runs]
 
     def median_of(key: str, field_name: str) -> float:
         return float(statistics.median(r[field_name] for r in rows[key]))
 
-    result["ratios"] = {
-        "shared_hit_rate_prefix_vs_load": round(
-            median_of("shared_prefix", "prefix_cache_hit_rate")
-            / max(1e-9, median_of("shared_load", "prefix_cache_hit_rate")),
-            2,
-        ),
-        "shared_ttft_p50_prefix_vs_load": round(
-            median_of("shared_prefix", "ttft_p50_ms") / median_of("shared_load", "ttft_p50_ms"), 3
-        ),
-        "shared_tokens_per_s_prefix_vs_load": round(
-            median_of("shared_prefix", "output_tokens_per_s")
-            / median_of("shared_load", "output_tokens_per_s"),
-            3,
-        ),
-        "distinct_tokens_per_s_prefix_vs_load": round(
-            median_of("distinct_prefix", "output_tokens_per_s")
-            / median_of("distinct_load", "output_tokens_per_s"),
-            3,
-        ),
-    }
+    def ratio(workload: str, field_name: str) -> float:
+        load_side = median_of(f"{workload}_load", field_name)
+        return round(median_of(f"{workload}_prefix", field_name) / max(1e-9, load_side), 3)
+
+    def paired(workload: str, field_name: str) -> list[float]:
+        """Prefix / load per round: the two runs of a round were back to back."""
+        return [
+            round(p[field_name] / max(1e-9, q[field_name]), 3)
+            for p, q in zip(rows[f"{workload}_prefix"], rows[f"{workload}_load"], strict=True)
+        ]
+
+    ratios: dict[str, Any] = {}
+    for name in ("shared", "overflow"):
+        ratios[f"{name}_hit_rate_prefix_vs_load"] = ratio(name, "prefix_cache_hit_rate")
+        ratios[f"{name}_ttft_p50_prefix_vs_load"] = ratio(name, "ttft_p50_ms")
+        ratios[f"{name}_tokens_per_s_prefix_vs_load"] = ratio(name, "output_tokens_per_s")
+    for name in ("distinct", "distinct_short"):
+        per_round = paired(name, "output_tokens_per_s")
+        ratios[f"{name}_tokens_per_s_prefix_vs_load"] = ratio(name, "output_tokens_per_s")
+        ratios[f"{name}_tokens_per_s_prefix_vs_load_rounds"] = per_round
+        ratios[f"{name}_tokens_per_s_prefix_vs_load_paired_median"] = round(
+            statistics.median(per_round), 3
+        )
+    result["ratios"] = ratios
     return result
 
 
@@ -688,6 +845,21 @@ def main() -> None:
     parser.add_argument("--offline", action="store_true", help="also run offline vLLM")
     parser.add_argument("--system-prompts", type=int, default=8, help="prefix workload")
     parser.add_argument("--system-chars", type=int, default=560, help="prefix workload")
+    parser.add_argument(
+        "--overflow-system-prompts", type=int, default=64, help="prefix workload, small KV cache"
+    )
+    parser.add_argument(
+        "--overflow-system-chars", type=int, default=480, help="prefix workload, small KV cache"
+    )
+    parser.add_argument(
+        "--overflow-uses", type=int, default=3, help="requests per system prompt, small KV cache"
+    )
+    parser.add_argument(
+        "--overflow-kv-gib", type=float, default=0.0045, help="KV cache per replica, small KV cache"
+    )
+    parser.add_argument(
+        "--distinct-requests", type=int, default=128, help="prefix workload, no shared prefix"
+    )
     parser.add_argument("--offline-worker", metavar="MODEL_DIR", help=argparse.SUPPRESS)
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
