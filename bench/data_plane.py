@@ -13,7 +13,7 @@ different machines. Offline runs last, alone (``--offline``).
   start on a shared one). Only sampling is pinned (per request: greedy, exactly `--tokens`
   tokens, EOS ignored);
 - ``same``: both sides with the same explicit engine settings (dtype ``auto``, context, KV cache,
-  eager mode).
+  eager mode, stats on, Intel OpenMP preloaded on x86 as sax does for its engines).
 
 Modes, `--workload distinct` (default; distinct prompts, no shared prefix):
 - ``sax_openai``/``sax_openai_stream``: sax's model server, ``/v1/completions`` with and without
@@ -224,12 +224,13 @@ Modes = dict[str, Request]
 
 def sax_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The servable overrides: sampling only with ``defaults`` (decode exactly `--tokens`),
-    plus the shared engine settings with ``same``."""
+    plus the shared engine settings with ``same`` (eager, as `vllm_engine_flags`)."""
     overrides: dict[str, Any] = {"ignore_eos": True, "max_decode_steps": args.tokens}
     if args.model == "smollm2":
         overrides["chat"] = False  # the same raw prompts as every other contender
     if args.settings == "same":
         overrides |= {"kv_cache_gib": KV_CACHE_GIB, "max_model_len": MAX_MODEL_LEN, "dtype": DTYPE}
+        overrides["enforce_eager"] = True
     return overrides
 
 
@@ -242,8 +243,18 @@ def vllm_engine_flags(args: argparse.Namespace) -> list[str]:
     return [
         *("--dtype", DTYPE, "--max-model-len", str(MAX_MODEL_LEN)),
         *("--kv-cache-memory-bytes", str(int(KV_CACHE_GIB * (1 << 30)))),
-        *("--enforce-eager", "--disable-log-stats"),
+        "--enforce-eager",
     ]
+
+
+def vllm_server_env(args: argparse.Namespace) -> dict[str, str]:
+    """vLLM server's environment: offline; with ``same``, also the Intel OpenMP preload that sax
+    gives its engines on x86 (vLLM's CPU guide asks for it; a plain `vllm serve` lacks it)."""
+    env = {"HF_HUB_OFFLINE": "1"}
+    library = Path(sys.prefix) / "lib" / "libiomp5.so"
+    if args.settings == "same" and library.is_file() and "LD_PRELOAD" not in os.environ:
+        env["LD_PRELOAD"] = str(library)
+    return env
 
 
 def openai_modes(http: httpx.AsyncClient, tokens: int) -> tuple[Request, Request]:
@@ -420,7 +431,9 @@ async def vllm_server_system(
         *vllm_engine_flags(args),
     ]
     result["vllm_server_cmd"] = " ".join(cmd[1:]).replace(str(model_dir), "MODEL_DIR")
-    with process(cmd, log, env={"HF_HUB_OFFLINE": "1"}):
+    env = vllm_server_env(args)
+    result["vllm_server_preload"] = "LD_PRELOAD" in env
+    with process(cmd, log, env=env):
         start = time.perf_counter()
         wait_http(f"http://127.0.0.1:{port}/health", 900, log)
         result["vllm_server_load_s"] = round(time.perf_counter() - start, 1)
