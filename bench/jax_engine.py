@@ -207,6 +207,10 @@ async def main() -> None:
         "model": args.model,
         "max_tokens": args.max_tokens,
         "rounds": args.rounds,
+        "dtype": {
+            "jax": servable.config.dtype,
+            "transformers": str(ref.dtype) if ref is not None else None,
+        },
         "load_s": round(load_s, 2),
         "compiled_at_load": compiled_at_load,
         **first,

@@ -7,7 +7,7 @@ per-layer weights. Three entry points share one layer body:
 - `forward`: whole sequences from input embeddings (score, embed, gradient, reference checks);
 - `prefill`: a batch of prompts, returning the last position's hidden state and every layer's
   keys/values for the engine to insert into its KV cache;
-- `decode`: one token per cache slot, attending over the first `window` cached positions.
+- `decode`: one token per cache slot, attending over the cached positions each slot has.
 
 Attention takes key/value blocks and combines them in one softmax, so decode attends over the
 cache and the current token without first copying the token into the cache.
@@ -149,6 +149,9 @@ def prefill(
     return lm_head(params, last), ks, vs
 
 
+DECODE_CHUNK = 32  # cached keys per step of decode attention's loop
+
+
 def decode(
     params: Params,
     cache_k: Array,
@@ -163,23 +166,80 @@ def decode(
     ``cache_k/v [L, slots, max_len, KV, hd]``; slot b attends to its cached positions below
     ``positions[b]`` (all within the first `window`) and to itself. Returns logits ``[B, V]`` and
     the new keys/values ``[L, B, KV, hd]`` for the caller to write at ``positions``.
+
+    Attention reads the cache in chunks of `DECODE_CHUNK` positions up to the longest live
+    sequence (``max(positions)``), not the whole window, so a step costs what the batch has
+    cached; the window only bounds the loop.
     """
-    b = tokens.shape[0]
     pos2 = positions[:, None]
     x = embed_tokens(params, tokens)[:, None, :]
-    past_mask = (jnp.arange(window)[None, :] < pos2)[:, None, :]
-    self_mask = jnp.ones((b, 1, 1), bool)
+    chunk = min(DECODE_CHUNK, window)
+    chunks = (jnp.max(positions) + chunk - 1) // chunk
 
-    def body(h: Array, xs: tuple[Params, Array, Array]) -> tuple[Array, tuple[Array, Array]]:
-        lp, ck, cv = xs
+    def body(h: Array, xs: tuple[Params, Array]) -> tuple[Array, tuple[Array, Array]]:
+        lp, layer = xs
         q, k, v = _qkv(lp, h, pos2, cfg)
-        past_k, past_v = ck[:b, :window], cv[:b, :window]
-        attn = attend(q, [(past_k, past_v, past_mask), (k, v, self_mask)], cfg)
+        caches = (cache_k, cache_v)
+        attn = _attend_cached(q, k, v, caches, layer, positions, chunks, chunk, window, cfg)
         return _finish_layer(lp, h, attn, cfg), (k[:, 0], v[:, 0])
 
-    x, (ks, vs) = jax.lax.scan(body, x, (params["layers"], cache_k, cache_v))
+    layers = jnp.arange(cfg.num_layers)
+    x, (ks, vs) = jax.lax.scan(body, x, (params["layers"], layers))
     hidden = rms_norm(x[:, 0], params["final_norm"], cfg.rms_norm_eps)
     return lm_head(params, hidden), ks, vs
+
+
+def _attend_cached(
+    q: Array,
+    k: Array,
+    v: Array,
+    caches: tuple[Array, Array],
+    layer: Array,
+    positions: Array,
+    chunks: Array,
+    chunk: int,
+    window: int,
+    cfg: ModelConfig,
+) -> Array:
+    """Decode attention of ``q [B, 1, H, hd]`` over the token's own ``k, v [B, 1, KV, hd]`` and
+    the cached positions below ``positions [B]`` of `layer`, `chunks` chunks of `chunk` keys at a
+    time with a running (online) softmax; returns ``[B, 1, H * hd]``.
+
+    The chunks are sliced straight out of the whole cache ``[L, slots, max_len, KV, hd]``, so no
+    layer's cache is copied first. A last chunk that would run past `window` starts earlier
+    instead, and the keys it shares with the previous chunk are masked out.
+    """
+    b, _, h, hd = q.shape
+    kv = cfg.num_kv_heads
+    qg = q.reshape(b, kv, h // kv, hd).astype(jnp.float32) * (hd**-0.5)
+    own_k, own_v = k[:, 0].astype(jnp.float32), v[:, 0].astype(jnp.float32)
+    # The token itself starts the running softmax: its score is the running peak, weight 1.
+    peak = jnp.einsum("bkgd,bkd->bkg", qg, own_k)[..., None]
+    total = jnp.ones_like(peak)
+    out = jnp.broadcast_to(own_v[:, :, None, :], (b, kv, h // kv, hd))
+    zero = jnp.zeros((), jnp.int32)
+
+    def step(i: Array, carry: tuple[Array, Array, Array]) -> tuple[Array, Array, Array]:
+        peak, total, out = carry
+        first = i * chunk
+        start = jnp.minimum(first, window - chunk)
+        at = (layer, zero, start, zero, zero)
+        size = (1, b, chunk, kv, hd)
+        ck = jax.lax.dynamic_slice(caches[0], at, size)[0].astype(jnp.float32)
+        cv = jax.lax.dynamic_slice(caches[1], at, size)[0].astype(jnp.float32)
+        keys = start + jnp.arange(chunk)
+        mask = (keys[None, :] < positions[:, None]) & (keys[None, :] >= first)
+        s = jnp.einsum("bkgd,bskd->bkgs", qg, ck)
+        s = jnp.where(mask[:, None, None], s, _NEG)
+        new_peak = jnp.maximum(peak, s.max(axis=-1, keepdims=True))
+        scale = jnp.exp(peak - new_peak)
+        p = jnp.where(mask[:, None, None], jnp.exp(s - new_peak), 0.0)
+        total = total * scale + p.sum(axis=-1, keepdims=True)
+        out = out * scale + jnp.einsum("bkgs,bskd->bkgd", p, cv)
+        return new_peak, total, out
+
+    _, total, out = jax.lax.fori_loop(0, chunks, step, (peak, total, out))
+    return (out / total).reshape(b, 1, h * hd).astype(q.dtype)
 
 
 def suffix_logprob(
