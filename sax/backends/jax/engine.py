@@ -396,7 +396,11 @@ class Engine:
             )
             exe = self._prefill_executable(args)
         else:
-            args = self._decode_args(np.zeros((5, nb), np.int32), np.zeros((2, nb), np.float32))
+            # Positions at the window's end, so the first run goes through attention's loop
+            # over cached chunks (slots no request holds yet; what it writes is never read).
+            ints = np.zeros((5, nb), np.int32)
+            ints[0] = length - 1
+            args = self._decode_args(ints, np.zeros((2, nb), np.float32))
             exe = self._decode_executable(args, length)
         if run:
             self._cache_k, self._cache_v, self._tokens, *out = exe(*args)
