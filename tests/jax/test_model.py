@@ -89,3 +89,22 @@ def test_prefill_then_decode_match_full_forward(checkpoint: Path) -> None:
         params, cache_k, cache_v, tokens[[0, 1], [9, 5]], lengths, cfg, window=16
     )
     assert _relative_error(np.asarray(step), full[[0, 1], [9, 5]]) < 1e-4
+
+
+@pytest.mark.parametrize(("dtype", "exact"), [(jnp.float32, True), (jnp.bfloat16, False)])
+def test_float32_weights_multiply_at_highest_precision(dtype: Any, exact: bool) -> None:
+    """GPU and TPU round float32 matmul inputs by default (TF32, one bf16 pass); float32 weights
+    ask for exact products in every compiled entry point, lower precisions keep the default."""
+    path = str(assets.tiny_llama_dir())
+    cfg = ModelConfig.load(path)
+    params = jax.tree.map(lambda a: a.astype(dtype), load_params(path, cfg))
+    tokens = jnp.ones((1, 8), jnp.int32)
+    lengths = jnp.array([8])
+    lowered = [
+        jax.jit(model.logits, static_argnums=2).lower(params, tokens, cfg),
+        jax.jit(model.prefill, static_argnums=3).lower(params, tokens, lengths, cfg),
+        jax.jit(model.mean_embedding, static_argnums=3).lower(params, tokens, lengths, cfg),
+    ]
+    for text in (lo.as_text() for lo in lowered):
+        assert "dot_general" in text
+        assert ("HIGHEST" in text) is exact

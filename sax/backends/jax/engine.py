@@ -84,6 +84,7 @@ def fit(n: int, sizes: Sequence[int]) -> int:
 class Finished:
     samples: list[Sample]
     token_ids: list[list[int]]  # per sample, the sampled ids (EOS included when it stopped them)
+    step: int  # `Engine.steps` when the request finished
 
 
 Event = list[StreamItem] | Finished | BaseException
@@ -148,6 +149,7 @@ class RequestHandle:
         self._req = req
         self.samples: list[Sample] = []
         self.token_ids: list[list[int]] = []
+        self.finish_step: int | None = None  # `Engine.steps` when the engine finished it
         self.finished = False
 
     async def stream(self) -> AsyncIterator[list[StreamItem]]:
@@ -155,6 +157,7 @@ class RequestHandle:
             event = await self._req.queue.get()
             if isinstance(event, Finished):
                 self.samples, self.token_ids = event.samples, event.token_ids
+                self.finish_step = event.step
                 self.finished = True
             elif isinstance(event, BaseException):
                 self.finished = True
@@ -651,7 +654,8 @@ class Engine:
         if items:
             req.post(items)
         if all(s.done for s in req.seqs):
-            req.post(Finished([self._sample(s) for s in req.seqs], [s.ids for s in req.seqs]))
+            samples = [self._sample(s) for s in req.seqs]
+            req.post(Finished(samples, [s.ids for s in req.seqs], self._steps))
 
     @staticmethod
     def _sample(seq: _Seq) -> Sample:

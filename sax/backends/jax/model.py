@@ -11,12 +11,19 @@ per-layer weights. Three entry points share one layer body:
 
 Attention takes key/value blocks and combines them in one softmax, so decode attends over the
 cache and the current token without first copying the token into the cache.
+
+A float32 model multiplies in float32 on every platform: XLA's default on GPU (TF32) and TPU
+(one bfloat16 pass) would round its matmul inputs to 10 or 8 mantissa bits, and its scores and
+logits would drift from the checkpoint's by 1e-3 relative. Lower-precision weights keep the
+platform's default.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +33,27 @@ from sax.backends.jax.config import ModelConfig
 
 Params = dict[str, Any]
 _NEG = -1e30
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def matmul_precision(params: Params) -> contextlib.AbstractContextManager[Any]:
+    """The matmul precision `params` are run at: exact float32 for float32 weights."""
+    if params["embed"].dtype == jnp.float32:
+        return jax.default_matmul_precision("highest")
+    return contextlib.nullcontext()
+
+
+def _at_weights_precision(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Runs (or traces) `fn` at `matmul_precision` of its first argument, the parameters."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        params: Params = args[0]  # type: ignore[assignment]
+        with matmul_precision(params):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def rms_norm(x: Array, weight: Array, eps: float) -> Array:
@@ -113,6 +141,7 @@ def _run_layers(
     return jax.lax.scan(body, x, params["layers"])
 
 
+@_at_weights_precision
 def forward(params: Params, embeds: Array, lengths: Array, cfg: ModelConfig) -> Array:
     """Final-normed hidden states ``[B, T, D]`` of right-padded input embeddings."""
     b, t, _ = embeds.shape
@@ -125,6 +154,7 @@ def embed_tokens(params: Params, tokens: Array) -> Array:
     return params["embed"][tokens]
 
 
+@_at_weights_precision
 def logits(params: Params, tokens: Array, cfg: ModelConfig) -> Array:
     """``[B, T, V]`` float32 logits of unpadded token ids (reference checks)."""
     b, t = tokens.shape
@@ -132,6 +162,7 @@ def logits(params: Params, tokens: Array, cfg: ModelConfig) -> Array:
     return lm_head(params, hidden)
 
 
+@_at_weights_precision
 def prefill(
     params: Params, tokens: Array, lengths: Array, cfg: ModelConfig
 ) -> tuple[Array, Array, Array]:
@@ -152,6 +183,7 @@ def prefill(
 DECODE_CHUNK = 32  # cached keys per step of decode attention's loop
 
 
+@_at_weights_precision
 def decode(
     params: Params,
     cache_k: Array,
@@ -242,6 +274,7 @@ def _attend_cached(
     return (out / total).reshape(b, 1, h * hd).astype(q.dtype)
 
 
+@_at_weights_precision
 def suffix_logprob(
     params: Params, embeds: Array, tokens: Array, starts: Array, ends: Array, cfg: ModelConfig
 ) -> Array:
@@ -257,6 +290,7 @@ def suffix_logprob(
     return jnp.sum(jnp.where(mask, picked, 0.0), axis=-1)
 
 
+@_at_weights_precision
 def mean_embedding(params: Params, tokens: Array, lengths: Array, cfg: ModelConfig) -> Array:
     """``[B, D]``: final hidden states averaged over the real tokens, then L2-normalized."""
     hidden = forward(params, embed_tokens(params, tokens), lengths, cfg).astype(jnp.float32)
