@@ -206,6 +206,8 @@ class EngineSettings:
     load_format: str = "auto"  # "dummy" = random weights of the declared architecture
     seed: int = 0
     hf_overrides: dict[str, Any] = field(default_factory=dict)
+    # The ``model_name`` label on vLLM's metrics (the sax model id); None: the model directory.
+    served_model_name: str | None = None
 
 
 def _is_cpu() -> bool:
@@ -242,6 +244,8 @@ def engine_args(settings: EngineSettings) -> Any:
     }
     if settings.hf_overrides:
         kwargs["hf_overrides"] = dict(settings.hf_overrides)
+    if settings.served_model_name:
+        kwargs["served_model_name"] = settings.served_model_name
     if kv_gib is not None:
         # An explicit KV size also skips the CPU warm-up pass that sizes the cache from free RSS.
         kwargs["kv_cache_memory_bytes"] = int(kv_gib * _GIB)

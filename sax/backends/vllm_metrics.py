@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 def stat_logger(registry: CollectorRegistry) -> type[Any]:
     """vLLM's `PrometheusStatLogger` with all its metrics (the spec-decoding, KV-connector and
     performance ones included) registered in `registry`; pass it to `AsyncLLM` as a stat logger.
-    Metrics carry vLLM's labels: ``model_name`` (the served model directory) and ``engine``."""
+    Metrics carry vLLM's labels: ``model_name`` (`EngineSettings.served_model_name`: the sax model id) and ``engine``."""
     from vllm.distributed.ec_transfer.ec_connector.metrics import ECConnectorProm
     from vllm.distributed.kv_transfer.kv_connector.v1.metrics import KVConnectorProm
     from vllm.v1.metrics.loggers import PrometheusStatLogger

@@ -161,6 +161,7 @@ class VllmServable(Servable):
             enforce_eager=cfg.enforce_eager,
             load_format=self.load_format(),
             seed=cfg.seed,
+            served_model_name=self.spec.model_id,
         )
 
     # ------------------------------------------------------------ lifecycle

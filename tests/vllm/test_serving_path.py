@@ -72,3 +72,11 @@ async def test_shared_prefix_hits_the_prefix_cache(model_server: Served, tiny: T
     assert shared >= 2 * block  # the prompt spans whole blocks
     assert queries >= 2 * shared
     assert hits >= shared // block * block - block  # the second prompt's shared whole blocks
+    # vLLM's own model label names the model as sax does, not the directory it was loaded from.
+    names = {
+        sample.labels["model_name"]
+        for family in text_string_to_metric_families(second)
+        for sample in family.samples
+        if sample.labels.get("model") == model and "model_name" in sample.labels
+    }
+    assert names == {model}
