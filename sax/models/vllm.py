@@ -54,8 +54,11 @@ class VllmServableConfig(SamplingConfig):
 
     ``dtype`` defaults to vLLM's own ``auto``: the checkpoint's dtype, with float32 checkpoints
     downcast to what the device runs fastest (bfloat16 on x86 and Arm CPUs and on recent GPUs),
-    so a published servable runs what ``vllm serve`` would pick for the same weights. Exact
-    comparisons against a float32 reference ask for ``dtype=float32``.
+    so a published generative servable runs what ``vllm serve`` would pick for the same weights.
+    For pooling models (`MiniLML6`) on a CPU, ``auto`` means bfloat16 too, where vLLM would pick
+    float16, which CPUs without float16 arithmetic run about 4x slower
+    (`vllm_engine.resolve_dtype`). Exact comparisons against a float32 reference ask for
+    ``dtype=float32``.
 
     ``enforce_eager`` unset follows ``$SAX_VLLM_ENFORCE_EAGER`` and else vLLM's default: the model
     is compiled (torch.compile on CPU, CUDA graphs on GPU), which on a 2-core CPU serves SmolLM2
