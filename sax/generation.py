@@ -92,3 +92,35 @@ class StreamItem(_Result):
     logprobs: list[TokenLogprob] | None = Field(
         default=None, description="this step's tokens, when the request asked for log-probs"
     )
+
+
+class TextFold:
+    """One sample's text folded from `StreamItem` deltas: ``text = text[:prefix_len] + delta``.
+
+    Appending (``prefix_len`` equal to the length so far, every step of an ordinary stream)
+    costs the delta's length, not the text's: parts are joined only when `text` is read or an
+    item rewinds, so a long stream stays linear in its output. Raises ValueError when
+    ``prefix_len`` is negative or beyond the text so far.
+    """
+
+    __slots__ = ("_parts", "length")
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self.length = 0  # characters so far
+
+    def apply(self, prefix_len: int, delta: str) -> None:
+        if not 0 <= prefix_len <= self.length:
+            raise ValueError(f"prefix_len {prefix_len} is outside the text so far ({self.length})")
+        if prefix_len < self.length:
+            self._parts = [self.text[:prefix_len]]
+            self.length = prefix_len
+        if delta:
+            self._parts.append(delta)
+            self.length += len(delta)
+
+    @property
+    def text(self) -> str:
+        if len(self._parts) > 1:
+            self._parts = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""

@@ -18,7 +18,7 @@ from httpx_sse import EventSource
 from pydantic import BaseModel
 
 from sax.errors import Code, SaxError
-from sax.generation import Sample
+from sax.generation import Sample, TextFold
 from sax.schemas import (
     BoundingBox,
     ClassifyRequest,
@@ -143,22 +143,27 @@ def stream_error(data: str) -> SaxError:
 
 @dataclass
 class StreamState:
-    """Folds stream chunks into per-sample texts: ``text[i] = text[i][:prefix_len] + delta``."""
+    """Folds stream chunks into per-sample texts: ``text[i] = text[i][:prefix_len] + delta``
+    (`TextFold`: linear in the output however long the stream)."""
 
-    texts: list[str] = field(default_factory=list)
+    folds: list[TextFold] = field(default_factory=list)
     samples: list[Sample] | None = None
+
+    @property
+    def texts(self) -> list[str]:
+        return [f.text for f in self.folds]
 
     def apply(self, chunk: StreamChunk) -> None:
         for item in chunk.items:
-            while len(self.texts) <= item.index:
-                self.texts.append("")
-            current = self.texts[item.index]
-            if item.prefix_len > len(current):
+            while len(self.folds) <= item.index:
+                self.folds.append(TextFold())
+            fold = self.folds[item.index]
+            if not 0 <= item.prefix_len <= fold.length:
                 raise SaxError(
                     Code.INTERNAL,
-                    f"prefix_len {item.prefix_len} exceeds the current result {current!r}",
+                    f"prefix_len {item.prefix_len} is outside the current result {fold.text!r}",
                 )
-            self.texts[item.index] = current[: item.prefix_len] + item.text
+            fold.apply(item.prefix_len, item.text)
 
     def finish(self, done: StreamDone) -> None:
         self.samples = done.samples

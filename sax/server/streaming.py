@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from sse_starlette import ServerSentEvent
 
 from sax.errors import SaxError, internal
-from sax.generation import Sample, SamplingOptions, StreamItem, TokenLogprob
+from sax.generation import Sample, SamplingOptions, StreamItem, TextFold, TokenLogprob
 from sax.request_errors import public_params
 from sax.schemas import StreamChunk, StreamDone
 from sax.server.admission import Gate, Receive, cancelled_on_disconnect
@@ -72,7 +72,7 @@ class GenerateStream:
         self._admitted = False
         self._closed = False
         n = options.num_samples
-        self._texts = [""] * n
+        self._texts = [TextFold() for _ in range(n)]
         self._scores = [0.0] * n
         self._tokens = [0] * n
         self._finish: list[str | None] = [None] * n
@@ -123,12 +123,12 @@ class GenerateStream:
             i = item.index
             if i >= len(texts):
                 grow = i + 1 - len(texts)
-                texts.extend([""] * grow)
+                texts.extend(TextFold() for _ in range(grow))
                 scores.extend([0.0] * grow)
                 tokens.extend([0] * grow)
                 self._finish.extend([None] * grow)
                 self._logprobs.extend([None] * grow)
-            texts[i] = texts[i][: item.prefix_len] + item.text
+            texts[i].apply(item.prefix_len, item.text)
             scores[i] = item.score
             # Engines may merge several tokens into one delta when the reader lags; trust their
             # count when they give one.
@@ -144,7 +144,7 @@ class GenerateStream:
         limit = self.options.max_decode_steps
         return [
             Sample(
-                text=text,
+                text=text.text,
                 score=score,
                 num_tokens=n,
                 finish_reason=finish or ("length" if n >= limit else "stop"),

@@ -155,3 +155,14 @@ def test_stream_state_honours_prefix_len() -> None:
     state.apply(StreamChunk(items=[StreamItem(index=1, text="b", prefix_len=0, score=0)]))
     state.apply(StreamChunk(items=[StreamItem(index=0, text="p!", prefix_len=4, score=0)]))
     assert state.texts == ["hellp!", "b"]
+
+
+@pytest.mark.parametrize("prefix_len", [-1, 7])
+def test_stream_state_refuses_a_prefix_outside_the_result(prefix_len: int) -> None:
+    state = StreamState()
+    state.apply(StreamChunk(items=[StreamItem(index=0, text="hello", prefix_len=0, score=0)]))
+    bad = StreamItem(index=0, text="x", prefix_len=prefix_len, score=0)
+    with pytest.raises(SaxError) as info:
+        state.apply(StreamChunk(items=[bad]))
+    assert info.value.code == Code.INTERNAL and f"prefix_len {prefix_len}" in str(info.value)
+    assert state.texts == ["hello"]
