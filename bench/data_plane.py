@@ -29,7 +29,8 @@ Modes, `--workload distinct` (default; distinct prompts, no shared prefix):
 `--workload prefix`: two model servers, the model published with two replicas, and the sax
 client streaming. Each run picks replicas either by prefix (``prefix``: the client's default,
 `sax.client.picker.choose` with the prompt as key) or by load alone (``load``: power of two
-choices, the client's previous behaviour). Workloads:
+choices, the client's previous behaviour); `--prefix-slacks` adds the prefix choice at other
+load bounds (``prefix_sN``: the picker's absolute slack N instead of its default). Workloads:
 - ``shared``: `--requests` requests, each one of `--system-prompts` system prompts (each at
   least `--system-blocks` whole KV blocks long in the model's own tokens, so that its requests
   share that many blocks whatever the tokenizer) plus a distinct question, in a seeded random

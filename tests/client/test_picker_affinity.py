@@ -129,3 +129,17 @@ def test_a_hot_key_cannot_overload_one_replica(replicas: int) -> None:
     assert sum(loads) == 400
     assert max(loads) <= LOAD_FACTOR * 400 / replicas + 1
     assert loads[addresses.index(home(KEYS[0], addresses))] == max(loads)
+
+
+def test_a_pickers_own_bound_decides_when_a_home_spills() -> None:
+    """`Picker(factor, slack)` bounds its keyed requests as `choose` with those settings: with no
+    slack a home spills at 1x the average, with a large one it keeps every request."""
+    key = _key_ordered(["a", "b"])
+    tight, loose = Picker(factor=1.0, slack=0), Picker(slack=100)
+    assert [tight.acquire(["a", "b"], key=key) for _ in range(4)] == ["a", "b", "a", "b"]
+    assert [loose.acquire(["a", "b"], key=key) for _ in range(40)] == ["a"] * 40
+    default = Picker()
+    assert (default.factor, default.slack) == (LOAD_FACTOR, LOAD_SLACK)
+    # The home holds 9 (9 <= ceil(9 / 2 + 4)) before the 10th spills; then they alternate.
+    placed = [default.acquire(["a", "b"], key=key) for _ in range(12)]
+    assert placed == ["a"] * 9 + ["b", "a", "b"]
