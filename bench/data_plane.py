@@ -29,8 +29,10 @@ Modes, `--workload distinct` (default; distinct prompts, no shared prefix):
 `--workload prefix`: two model servers, the model published with two replicas, and the sax
 client streaming. Each run picks replicas either by prefix (``prefix``: the client's default,
 `sax.client.picker.choose` with the prompt as key) or by load alone (``load``: power of two
-choices, the client's previous behaviour); `--prefix-slacks` adds the prefix choice at other
-load bounds (``prefix_sN``: the picker's absolute slack N instead of its default). Workloads:
+choices, the client's previous behaviour); `--prefix-variants` adds the prefix choice with
+other picker settings: ``prefix_sN`` (the absolute load slack N instead of the default) and
+``prefix_rendezvous`` (no memory of keys: every keyed request by its rendezvous order under the
+load bound, as the client chose before it remembered keys). Workloads:
 - ``shared``: `--requests` requests, each one of `--system-prompts` system prompts (each at
   least `--system-blocks` whole KV blocks long in the model's own tokens, so that its requests
   share that many blocks whatever the tokenizer) plus a distinct question, in a seeded random
@@ -51,7 +53,8 @@ load bounds (``prefix_sN``: the picker's absolute slack N instead of its default
 Reported per workload and choice: the prefix-cache hit rate (prompt tokens found in vLLM's
 prefix cache over those looked up, from both model servers' ``/metrics``, that model's lines
 only), TTFT p50 and output tokens/s; the share of keyed requests placed off their home replica
-(``spilled``, past the picker's load bound); for the shared-prefix workloads the ideal hit rate
+(``spilled``: past the picker's load bound, the tight one of a key's first sight or the loose
+one of its repeats); for the shared-prefix workloads the ideal hit rate
 of the run's own requests (``ideal_hit_rate``: every request but the first of each system
 prompt finds the prompt's shared blocks cached) and a stricter one
 (``ideal_hit_rate_after_first_token``: only those sent after an earlier use of their prompt had
@@ -724,15 +727,19 @@ async def bench_prefix(model_dir: Path, args: argparse.Namespace, work: Path) ->
     spills = SpillCounter()
     spills.install()
 
-    # The choices compared: load alone, the client's prefix choice, and the prefix choice at
-    # each of `--prefix-slacks` (the picker's absolute load slack) as ``prefix_sN``.
+    # The choices compared: load alone, the client's prefix choice, and the prefix choice with
+    # other picker settings (`--prefix-variants`) as ``prefix_<variant>``.
     from sax.client import picker
 
-    default_slack = picker.PICKER.slack
-    choices: list[tuple[str, float | None]] = [("prefix", default_slack), ("load", None)]
-    for text in filter(None, args.prefix_slacks.split(",")):
-        choices.append((f"prefix_s{text}", float(text)))
-    result["load_slack"] = default_slack
+    settings = ("slack", "remember")
+    defaults = {name: getattr(picker.PICKER, name) for name in settings}
+    choices: list[tuple[str, dict[str, Any] | None]] = [("prefix", {}), ("load", None)]
+    for variant in filter(None, args.prefix_variants.split(",")):
+        if variant == "rendezvous":  # no memory: every keyed request by its rendezvous order
+            choices.append((f"prefix_{variant}", {"remember": 0}))
+        else:  # sN: the absolute load slack N
+            choices.append((f"prefix_{variant}", {"slack": float(variant.removeprefix("s"))}))
+    result["picker"] = defaults
 
     def mode(lm: Any, by_prefix: bool) -> Request:
         async def request(text: str) -> tuple[int, float | None]:
@@ -762,9 +769,10 @@ async def bench_prefix(model_dir: Path, args: argparse.Namespace, work: Path) ->
             # none.
             order = choices if round_index % 2 == 0 else choices[::-1]
             for name, workload in workloads.items():
-                for label, slack in order:
-                    by_prefix = slack is not None
-                    picker.PICKER.slack = default_slack if slack is None else slack
+                for label, overrides in order:
+                    by_prefix = overrides is not None
+                    for setting, value in (defaults | (overrides or {})).items():
+                        setattr(picker.PICKER, setting, value)
                     salt += 1
                     texts = workload.texts(salt, round_index)
                     before = await prefix_cache_counters(http, urls, model_id)
@@ -784,7 +792,8 @@ async def bench_prefix(model_dir: Path, args: argparse.Namespace, work: Path) ->
                         row["ideal_hit_rate"] = ideal["every_repeat"]
                         row["ideal_hit_rate_after_first_token"] = ideal["after_first_token"]
                     rows.setdefault(f"{name}_{label}", []).append(row)
-        picker.PICKER.slack = default_slack
+        for setting, value in defaults.items():
+            setattr(picker.PICKER, setting, value)
 
     async with (
         sax_system(model_dir, args, work, result, replicas=2) as cell,
@@ -1088,9 +1097,10 @@ def main() -> None:
         help="KV cache per replica, small KV cache (default: sized, see --overflow-share)",
     )
     parser.add_argument(
-        "--prefix-slacks",
+        "--prefix-variants",
         default="",
-        help="prefix workload: also the prefix choice at these load slacks (comma-separated)",
+        help="prefix workload: also the prefix choice with other picker settings, "
+        "comma-separated: sN (load slack N), rendezvous (no memory of keys)",
     )
     parser.add_argument(
         "--distinct-requests", type=int, default=128, help="prefix workload, no shared prefix"

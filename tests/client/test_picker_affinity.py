@@ -143,3 +143,55 @@ def test_a_pickers_own_bound_decides_when_a_home_spills() -> None:
     # The home holds 9 (9 <= ceil(9 / 2 + 4)) before the 10th spills; then they alternate.
     placed = [default.acquire(["a", "b"], key=key) for _ in range(12)]
     assert placed == ["a"] * 9 + ["b", "a", "b"]
+
+
+def test_distinct_keys_seen_once_are_spread_by_load() -> None:
+    """Keys seen for the first time go home only while the home is no busier than the average:
+    prompts whose prefix never comes back keep the replicas as even as load alone would, where
+    the rendezvous order alone (no memory) lets a home run up to its bound."""
+    addresses = ["a", "b"]
+    remembering, plain = Picker(), Picker(remember=0)
+    spread = {"remembering": 0, "plain": 0}
+    for name, picker in (("remembering", remembering), ("plain", plain)):
+        for key in KEYS[:64]:
+            picker.acquire(addresses, key=key)
+            spread[name] = max(spread[name], abs(picker.pending("a") - picker.pending("b")))
+    assert spread["remembering"] <= 1
+    assert spread["plain"] > 1
+
+
+def test_a_repeat_follows_its_first_placement_not_its_home() -> None:
+    """A key first placed off its home (the home was busier) stays with that replica, which
+    holds its prefix, even once the home is idle again."""
+    key = _key_ordered(["a", "b"])
+    picker = Picker()
+    while picker.pending("a") < 3:  # load the home with unkeyed requests
+        picker.acquire(["a"])
+    assert picker.acquire(["a", "b"], key=key) == "b"  # first sight: the home is busier
+    for address in ("a", "b"):
+        while picker.pending(address):
+            picker.release(address)
+    assert [picker.acquire(["a", "b"], key=key) for _ in range(5)] == ["b"] * 5
+
+
+def test_a_forgotten_or_departed_owner_places_the_key_afresh() -> None:
+    key = _key_ordered(["a", "b", "c"])
+    picker = Picker(remember=2)
+    while picker.pending("a") < 2:
+        picker.acquire(["a"])
+    assert picker.acquire(ABC, key=key) == "b"  # a busier than the average: next in order
+    picker.release("a")
+    picker.release("a")
+    picker.release("b")
+    assert picker.acquire(ABC, key=key) == "b"  # remembered
+    picker.release("b")
+    picker.acquire(ABC, key="another prompt")
+    picker.acquire(ABC, key="a third prompt")  # two newer keys: the first is forgotten
+    for address in ABC:
+        while picker.pending(address):
+            picker.release(address)
+    assert picker.acquire(ABC, key=key) == "a"  # afresh: its home, idle
+    picker.release("a")
+    assert picker.acquire(["b", "c"], key=key) == "b"  # owner a gone: next in order, remembered
+    picker.release("b")
+    assert picker.acquire(ABC, key=key) == "b"
