@@ -336,10 +336,15 @@ def _reject_extra(extra: Mapping[str, Any]) -> None:
 
 
 def _cast(params: dict[str, Any], dtype: Any) -> dict[str, Any]:
-    return {
-        k: _cast(v, dtype) if isinstance(v, dict) else np.asarray(v).astype(dtype)
-        for k, v in params.items()
-    }
+    return {k: _cast_tree(v, dtype) for k, v in params.items()}
+
+
+def _cast_tree(tree: Any, dtype: Any) -> Any:
+    if isinstance(tree, dict):
+        return _cast(tree, dtype)
+    if isinstance(tree, list):
+        return [_cast_tree(v, dtype) for v in tree]
+    return np.asarray(tree).astype(dtype)
 
 
 # ---------------------------------------------------------------- registered models

@@ -55,9 +55,9 @@ def greedy_on_meshes() -> dict[str, Any]:
             return [h.token_ids[0] for h in handles]
 
         out["tokens"][topology] = asyncio.run(run())
-        layers = engine.params["layers"]
+        layer = engine.params["layers"][0]
         out["placement"][topology] = {
-            name: [len(layers[name].sharding.device_set), list(layers[name].sharding.spec)]
+            name: [len(layer[name].sharding.device_set), list(layer[name].sharding.spec)]
             for name in ("wq", "wk", "w_up")
         } | {"cache": list(engine._cache_k.sharding.spec)}
         engine.stop()
@@ -85,10 +85,10 @@ def test_meshes_of_1_2_and_4_devices_agree() -> None:
     assert tokens["1"] == tokens["2"] == tokens["2x2"]
     placed = result["placement"]
     # 4 query heads split 4 ways; 2 KV heads split on 2 devices, replicated on 4.
-    assert placed["2x2"]["wq"] == [4, [None, None, "tp"]]
-    assert placed["2x2"]["wk"] == [4, [None, None, None]]
-    assert placed["2"]["wk"] == [2, [None, None, "tp"]]
-    assert placed["2x2"]["w_up"] == [4, [None, None, "tp"]]
+    assert placed["2x2"]["wq"] == [4, [None, "tp"]]
+    assert placed["2x2"]["wk"] == [4, [None, None]]
+    assert placed["2"]["wk"] == [2, [None, "tp"]]
+    assert placed["2x2"]["w_up"] == [4, [None, "tp"]]
     assert placed["2"]["cache"] == [None, None, None, "tp", None]
     assert placed["2x2"]["cache"] == [None, None, None, None, None]
 

@@ -53,20 +53,21 @@ def param_specs(cfg: ModelConfig, tp: int) -> dict[str, Any]:
     heads = _split(cfg.num_heads, tp)
     kv = _split(cfg.num_kv_heads, tp)
     ffn = _split(cfg.intermediate_size, tp)
+    layer = {
+        "attn_norm": PartitionSpec(),
+        "mlp_norm": PartitionSpec(),
+        "wq": PartitionSpec(None, heads),
+        "wk": PartitionSpec(None, kv),
+        "wv": PartitionSpec(None, kv),
+        "wo": PartitionSpec(heads, None),
+        "w_gate": PartitionSpec(None, ffn),
+        "w_up": PartitionSpec(None, ffn),
+        "w_down": PartitionSpec(ffn, None),
+    }
     specs: dict[str, Any] = {
         "embed": PartitionSpec(),
         "final_norm": PartitionSpec(),
-        "layers": {
-            "attn_norm": PartitionSpec(),
-            "mlp_norm": PartitionSpec(),
-            "wq": PartitionSpec(None, None, heads),
-            "wk": PartitionSpec(None, None, kv),
-            "wv": PartitionSpec(None, None, kv),
-            "wo": PartitionSpec(None, heads, None),
-            "w_gate": PartitionSpec(None, None, ffn),
-            "w_up": PartitionSpec(None, None, ffn),
-            "w_down": PartitionSpec(None, ffn, None),
-        },
+        "layers": [layer] * cfg.num_layers,
     }
     if not cfg.tie_embeddings:
         specs["lm_head"] = PartitionSpec(None, _split(cfg.vocab_size, tp))

@@ -1,8 +1,11 @@
 """The Llama-family decoder as pure functions over a parameter pytree.
 
 RMSNorm, rotary position embeddings (HF "rotate half" layout, so HF q/k weights load as-is),
-grouped-query attention and a SwiGLU MLP; layers run under `jax.lax.scan` over the stacked
-per-layer weights. Three entry points share one layer body:
+grouped-query attention and a SwiGLU MLP. Layers run under `jax.lax.scan`, each step a
+`jax.lax.switch` whose branch reads its own layer's separate weights in place: scanning over
+stacked weights would copy every layer's slice of them on each call (XLA on CPU materializes
+the slice), and unrolling the layers ran decode steps 1.6x slower on CPU. Three entry points
+share one layer body:
 
 - `forward`: whole sequences from input embeddings (score, embed, gradient, reference checks);
 - `prefill`: a batch of prompts, returning the last position's hidden state and every layer's
@@ -35,6 +38,7 @@ Params = dict[str, Any]
 _NEG = -1e30
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+_Y = TypeVar("_Y")
 
 
 def matmul_precision(params: Params) -> contextlib.AbstractContextManager[Any]:
@@ -130,15 +134,37 @@ def lm_head(params: Params, hidden: Array) -> Array:
     return (hidden @ head).astype(jnp.float32)
 
 
+def _scan_layers(
+    params: Params, x: Array, layer: Callable[[Params, Array, int], tuple[Array, _Y]]
+) -> tuple[Array, _Y]:
+    """Runs ``layer(weights, x, index) -> (x, y)`` over every layer; returns the last ``x`` and
+    the ``y`` stacked along a leading layer axis.
+
+    One scan step per layer; its `jax.lax.switch` branch takes all layers' weights as operands
+    (passed by reference, not copied) and uses its own layer's.
+    """
+    layers = params["layers"]
+
+    def branch(i: int) -> Callable[[Array, list[Params]], tuple[Array, _Y]]:
+        return lambda h, weights: layer(weights[i], h, i)
+
+    branches = [branch(i) for i in range(len(layers))]
+
+    def body(h: Array, i: Array) -> tuple[Array, _Y]:
+        return jax.lax.switch(i, branches, h, layers)
+
+    return jax.lax.scan(body, x, jnp.arange(len(layers)))
+
+
 def _run_layers(
     params: Params, x: Array, positions: Array, mask: Array, cfg: ModelConfig
 ) -> tuple[Array, tuple[Array, Array]]:
-    def body(h: Array, lp: Params) -> tuple[Array, tuple[Array, Array]]:
+    def layer(lp: Params, h: Array, _: int) -> tuple[Array, tuple[Array, Array]]:
         q, k, v = _qkv(lp, h, positions, cfg)
         attn = attend(q, [(k, v, mask)], cfg)
         return _finish_layer(lp, h, attn, cfg), (k, v)
 
-    return jax.lax.scan(body, x, params["layers"])
+    return _scan_layers(params, x, layer)
 
 
 @_at_weights_precision
@@ -208,15 +234,13 @@ def decode(
     chunk = min(DECODE_CHUNK, window)
     chunks = (jnp.max(positions) + chunk - 1) // chunk
 
-    def body(h: Array, xs: tuple[Params, Array]) -> tuple[Array, tuple[Array, Array]]:
-        lp, layer = xs
+    def layer(lp: Params, h: Array, index: int) -> tuple[Array, tuple[Array, Array]]:
         q, k, v = _qkv(lp, h, pos2, cfg)
         caches = (cache_k, cache_v)
-        attn = _attend_cached(q, k, v, caches, layer, positions, chunks, chunk, window, cfg)
+        attn = _attend_cached(q, k, v, caches, index, positions, chunks, chunk, window, cfg)
         return _finish_layer(lp, h, attn, cfg), (k[:, 0], v[:, 0])
 
-    layers = jnp.arange(cfg.num_layers)
-    x, (ks, vs) = jax.lax.scan(body, x, (params["layers"], layers))
+    x, (ks, vs) = _scan_layers(params, x, layer)
     hidden = rms_norm(x[:, 0], params["final_norm"], cfg.rms_norm_eps)
     return lm_head(params, hidden), ks, vs
 
@@ -226,7 +250,7 @@ def _attend_cached(
     k: Array,
     v: Array,
     caches: tuple[Array, Array],
-    layer: Array,
+    layer: int,
     positions: Array,
     chunks: Array,
     chunk: int,

@@ -1,8 +1,9 @@
 """Model parameters: safetensors checkpoints (local or any fsspec URL, e.g. gs://) or random init.
 
-Parameters are a plain pytree (nested dicts of arrays). Per-layer weights are stacked along a
-leading layer axis so the model scans over layers: one traced layer instead of N keeps compile
-time flat in depth. Linear weights are stored ``[in, out]`` (HF stores ``[out, in]``).
+Parameters are a plain pytree (nested dicts of arrays). ``"layers"`` is a list with one dict of
+separate arrays per layer, so each layer reads its weights where they lie (slicing a layer out of
+stacked arrays copies it on CPU, on every call). Linear weights are stored ``[in, out]`` (HF
+stores ``[out, in]``).
 
 The safetensors format is parsed here (an 8-byte header length, a JSON header, raw bytes) rather
 than through ``safetensors.numpy`` because that one has no bfloat16, which most checkpoints use;
@@ -47,23 +48,28 @@ _LAYER_KEYS: dict[str, tuple[str, bool]] = {
 }
 
 
+def layer_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The shape of each of one layer's weights."""
+    d, f, hd = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
+    return {
+        "attn_norm": (d,),
+        "wq": (d, cfg.num_heads * hd),
+        "wk": (d, cfg.num_kv_heads * hd),
+        "wv": (d, cfg.num_kv_heads * hd),
+        "wo": (cfg.num_heads * hd, d),
+        "mlp_norm": (d,),
+        "w_gate": (d, f),
+        "w_up": (d, f),
+        "w_down": (f, d),
+    }
+
+
 def param_shapes(cfg: ModelConfig) -> dict[str, Any]:
     """The shape of every parameter, as the same pytree the model consumes."""
-    d, f, hd, n = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim, cfg.num_layers
-    layers = {
-        "attn_norm": (n, d),
-        "wq": (n, d, cfg.num_heads * hd),
-        "wk": (n, d, cfg.num_kv_heads * hd),
-        "wv": (n, d, cfg.num_kv_heads * hd),
-        "wo": (n, cfg.num_heads * hd, d),
-        "mlp_norm": (n, d),
-        "w_gate": (n, d, f),
-        "w_up": (n, d, f),
-        "w_down": (n, f, d),
-    }
+    d = cfg.hidden_size
     shapes: dict[str, Any] = {
         "embed": (cfg.vocab_size, d),
-        "layers": layers,
+        "layers": [layer_shapes(cfg) for _ in range(cfg.num_layers)],
         "final_norm": (d,),
     }
     if not cfg.tie_embeddings:
@@ -82,7 +88,10 @@ def random_params(cfg: ModelConfig, seed: int = 0, scale: float = 0.02) -> dict[
 
     shapes = param_shapes(cfg)
     out: dict[str, Any] = {k: init(k, v) for k, v in shapes.items() if k != "layers"}
-    out["layers"] = {k: init(k, v) for k, v in shapes["layers"].items()}
+    # Drawn as one [layers, ...] array per weight, so a seed gives the same values as ever.
+    n = cfg.num_layers
+    stacked = {k: init(k, (n, *v)) for k, v in layer_shapes(cfg).items()}
+    out["layers"] = [{k: v[i] for k, v in stacked.items()} for i in range(n)]
     return out
 
 
@@ -117,7 +126,7 @@ def _weight_files(checkpoint: str) -> list[str]:
 
 
 def load_params(checkpoint: str, cfg: ModelConfig) -> dict[str, Any]:
-    """Reads HF Llama-layout safetensors into the stacked pytree, as float32 numpy arrays.
+    """Reads HF Llama-layout safetensors into the parameter pytree, as float32 numpy arrays.
 
     Raises ValueError naming the first missing or mis-shaped tensor, so a checkpoint that does
     not match its config.json fails at load rather than producing garbage.
@@ -133,23 +142,24 @@ def load_params(checkpoint: str, cfg: ModelConfig) -> dict[str, Any]:
         arr = tensors[name].astype(np.float32)
         return arr.T if transpose else arr
 
-    shapes = param_shapes(cfg)
     params: dict[str, Any] = {
         "embed": take("embed_tokens.weight", False),
         "final_norm": take("norm.weight", False),
-        "layers": {
-            key: np.stack([take(f"layers.{i}.{hf}", t) for i in range(cfg.num_layers)])
-            for key, (hf, t) in _LAYER_KEYS.items()
-        },
+        "layers": [
+            {key: take(f"layers.{i}.{hf}", t) for key, (hf, t) in _LAYER_KEYS.items()}
+            for i in range(cfg.num_layers)
+        ],
     }
     if not cfg.tie_embeddings:
         params["lm_head"] = take("lm_head.weight", True)
+    shapes = param_shapes(cfg)
     for key, shape in shapes.items():
-        got = params[key]
-        if key == "layers":
-            for k, s in shape.items():
-                if got[k].shape != s:
-                    raise ValueError(f"tensor {k} has shape {got[k].shape}, config says {s}")
-        elif got.shape != shape:
-            raise ValueError(f"tensor {key} has shape {got.shape}, config says {shape}")
+        if key != "layers" and params[key].shape != shape:
+            raise ValueError(f"tensor {key} has shape {params[key].shape}, config says {shape}")
+    for i, layer in enumerate(params["layers"]):
+        for k, s in shapes["layers"][i].items():
+            if layer[k].shape != s:
+                raise ValueError(
+                    f"tensor layers.{i}.{k} has shape {layer[k].shape}, config says {s}"
+                )
     return params
