@@ -15,6 +15,14 @@ different machines. Offline runs last, alone (``--offline``).
 - ``same``: both sides with the same explicit engine settings (dtype ``auto``, context, KV cache,
   eager mode, stats on, Intel OpenMP preloaded on x86 as sax does for its engines).
 
+`--model`: ``tiny`` (a 2-layer Llama built in-process), ``smollm2`` (SmolLM2-135M-Instruct's
+shipped weights), or the seed's servables with checkpoint ``None``, ``qwen1p5b`` and ``gemma4b``
+(random weights of the published architecture: sax publishes ``... None 1``, vLLM's server loads
+the same config with ``--load-format dummy`` and, with ``defaults``, the servable's 4,096-token
+context, since its own default of the model's full 131,072 positions does not fit the 1 GiB KV
+cache). `--one-system-at-a-time` measures sax's rounds and then vLLM's, each server alone, for
+models of which two copies do not fit in memory.
+
 Modes, `--workload distinct` (default; distinct prompts, no shared prefix):
 - ``sax_openai``/``sax_openai_stream``: sax's model server, ``/v1/completions`` with and without
   ``stream``, the same requests as vLLM's;
@@ -97,6 +105,14 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 KV_CACHE_GIB = 1.0
 MAX_MODEL_LEN = 512  # the tiny model's context; prompts + 64 tokens fit easily
+# --model NAME: the servable sax publishes, and whether it runs random weights (checkpoint None:
+# the seed's models, whose directory holds a config and a stand-in tokenizer and no weights).
+SERVABLES = {
+    "tiny": ("sax.models.vllm.Tiny", False),
+    "smollm2": ("sax.models.vllm.SmolLM2_135M", False),
+    "qwen1p5b": ("sax.models.vllm.QWen1P5B", True),
+    "gemma4b": ("sax.models.vllm.Gemma4B", True),
+}
 DTYPE = "auto"  # --settings same: what both sides run
 
 WORDS = (
@@ -253,12 +269,24 @@ def sax_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def vllm_engine_flags(args: argparse.Namespace) -> list[str]:
     """vLLM's engine flags. ``defaults`` sets only the KV cache size, to sax's default (1 GiB):
     vLLM's own CPU default reserves 92% of the machine's memory and refuses to start on a
-    machine where other processes hold more than 8%."""
+    machine where other processes hold more than 8%. For random-weight servables also
+    ``--load-format dummy`` (sax's ``None`` checkpoint) and, with ``defaults``, the servable's
+    default context: vLLM's own, the model's 131,072 positions, needs more than 1 GiB of KV
+    cache for one sequence and does not start."""
+    from sax.server.registry import resolve
+
+    path, random_weights = SERVABLES[args.model]
+    kv = ["--kv-cache-memory-bytes", str(int(KV_CACHE_GIB * (1 << 30)))]
+    dummy = ["--load-format", "dummy"] if random_weights else []
     if args.settings == "defaults":
-        return ["--kv-cache-memory-bytes", str(int(KV_CACHE_GIB * (1 << 30)))]
+        if random_weights:
+            context = resolve(path).Config().model_dump()["max_model_len"]
+            dummy += ["--max-model-len", str(context)]
+        return [*kv, *dummy]
     return [
         *("--dtype", DTYPE, "--max-model-len", str(MAX_MODEL_LEN)),
-        *("--kv-cache-memory-bytes", str(int(KV_CACHE_GIB * (1 << 30)))),
+        *kv,
+        *dummy,
         "--enforce-eager",
     ]
 
@@ -344,9 +372,8 @@ async def sax_system(
         wait_http(f"http://127.0.0.1:{admin_port}/healthz", 60, admin_log)
         for i, port in enumerate(server_ports):
             wait_http(f"http://127.0.0.1:{port}/healthz", 60, work / f"model_server_{i}.log")
-        model_path = (
-            "sax.models.vllm.Tiny" if args.model == "tiny" else "sax.models.vllm.SmolLM2_135M"
-        )
+        model_path, random_weights = SERVABLES[args.model]
+        checkpoint = "None" if random_weights else str(model_dir)
         lm_id, echo_id = f"{cell}/lm", f"{cell}/echo"
 
         # The admin client is blocking: run it in threads so Ctrl-C still unwinds the processes.
@@ -358,7 +385,7 @@ async def sax_system(
                 sax_client.wait_for_ready, model_id, n, timeout_s, sax_root=str(root)
             )
 
-        await publish(lm_id, model_path, str(model_dir), replicas, sax_overrides(args))
+        await publish(lm_id, model_path, checkpoint, replicas, sax_overrides(args))
         start = time.perf_counter()
         await wait(lm_id, replicas, 600)
         result["sax_load_s"] = round(time.perf_counter() - start, 1)
@@ -850,11 +877,10 @@ async def bench_prefix(model_dir: Path, args: argparse.Namespace, work: Path) ->
             "kv_cache_gib": sizing["kv_cache_gib"],
             "max_model_len": MAX_MODEL_LEN,
         }
-        servable = (
-            "sax.models.vllm.Tiny" if args.model == "tiny" else "sax.models.vllm.SmolLM2_135M"
-        )
+        servable, random_weights = SERVABLES[args.model]
+        checkpoint = "None" if random_weights else str(model_dir)
         await asyncio.to_thread(
-            sax_client.publish, small_id, servable, str(model_dir), 2, overrides, sax_root=root
+            sax_client.publish, small_id, servable, checkpoint, 2, overrides, sax_root=root
         )
         await asyncio.to_thread(sax_client.wait_for_ready, small_id, 2, 600, sax_root=root)
         result["kv_cache"]["overflow"] = await kv_cache_blocks(http, cell.server_urls, small_id)
@@ -985,9 +1011,20 @@ def bench_offline(model_dir: Path, args: argparse.Namespace, work: Path) -> dict
 
 
 def model_dir_for(name: str) -> Path:
+    """The model's directory: the weights, or for random-weight servables their config and
+    tokenizer (vLLM's server then loads it with ``--load-format dummy``, as sax does)."""
     from sax.models import assets
+    from sax.server.registry import resolve
+    from sax.server.servable import LoadSpec
 
-    return assets.tiny_llama_dir() if name == "tiny" else assets.smollm2_dir()
+    if name == "tiny":
+        return assets.tiny_llama_dir()
+    if name == "smollm2":
+        return assets.smollm2_dir()
+    path, _ = SERVABLES[name]
+    servable = resolve(path)(LoadSpec("/sax/bench/lm", path, "None"))
+    directory: Path = servable.default_model_dir()
+    return directory
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -1015,11 +1052,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     # Both servers stay up and the modes alternate round by round: on a shared machine the CPU
     # available drifts over minutes, so back-to-back blocks would compare different machines.
     runs: dict[str, list[Run]] = {}
-    async with contextlib.AsyncExitStack() as stack:
-        modes: Modes = {}
-        cell = await stack.enter_async_context(sax_system(model_dir, args, work, result))
-        modes |= cell.modes
-        modes |= await stack.enter_async_context(vllm_server_system(model_dir, args, work, result))
+
+    async def measure(modes: Modes) -> None:
         if args.modes:
             modes = {name: fn for name, fn in modes.items() if name in args.modes.split(",")}
         for fn in modes.values():  # warm up
@@ -1028,6 +1062,20 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.rounds):
             for name, fn in modes.items():
                 runs.setdefault(name, []).append(await load(fn, texts, args.concurrency))
+
+    if args.one_system_at_a_time:  # models too large for two copies in memory
+        result["one_system_at_a_time"] = True
+        async with sax_system(model_dir, args, work, result) as cell:
+            await measure(cell.modes)
+        async with vllm_server_system(model_dir, args, work, result) as vllm_modes:
+            await measure(vllm_modes)
+    else:
+        async with contextlib.AsyncExitStack() as stack:
+            cell = await stack.enter_async_context(sax_system(model_dir, args, work, result))
+            vllm_modes = await stack.enter_async_context(
+                vllm_server_system(model_dir, args, work, result)
+            )
+            await measure(cell.modes | vllm_modes)
     for name, mode_runs in runs.items():
         ranked = sorted(mode_runs, key=lambda r: r.tokens / r.wall_s)
         result[name] = ranked[len(ranked) // 2].summary()  # the median round
@@ -1059,7 +1107,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=["smollm2", "tiny"], default="smollm2")
+    parser.add_argument("--model", choices=sorted(SERVABLES), default="smollm2")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--requests", type=int, default=96)
     parser.add_argument("--tokens", type=int, default=64)
@@ -1070,6 +1118,11 @@ def main() -> None:
     parser.add_argument("--workload", choices=["distinct", "prefix"], default="distinct")
     parser.add_argument("--modes", default="", help="comma-separated subset of the modes")
     parser.add_argument("--offline", action="store_true", help="also run offline vLLM")
+    parser.add_argument(
+        "--one-system-at-a-time",
+        action="store_true",
+        help="sax's rounds, then vLLM server's, each alone (models too large for two copies)",
+    )
     parser.add_argument("--system-prompts", type=int, default=8, help="prefix workload")
     parser.add_argument(
         "--system-blocks",
