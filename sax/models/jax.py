@@ -336,15 +336,11 @@ def _reject_extra(extra: Mapping[str, Any]) -> None:
 
 
 def _cast(params: dict[str, Any], dtype: Any) -> dict[str, Any]:
-    return {k: _cast_tree(v, dtype) for k, v in params.items()}
+    """Every array of the parameter pytree (dicts and per-layer lists) as numpy `dtype`."""
+    import jax
 
-
-def _cast_tree(tree: Any, dtype: Any) -> Any:
-    if isinstance(tree, dict):
-        return _cast(tree, dtype)
-    if isinstance(tree, list):
-        return [_cast_tree(v, dtype) for v in tree]
-    return np.asarray(tree).astype(dtype)
+    cast: dict[str, Any] = jax.tree_util.tree_map(lambda a: np.asarray(a).astype(dtype), params)
+    return cast
 
 
 # ---------------------------------------------------------------- registered models
