@@ -25,6 +25,15 @@ def _live(pids: set[int]) -> list[int]:
     return live
 
 
+def _cmdline(proc: psutil.Process) -> str:
+    """The process's command line, or "" when it exited (or became a zombie) after it was listed:
+    a short-lived helper can vanish between `children()` and the read of its `/proc` entry."""
+    try:
+        return " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return ""
+
+
 async def test_unload_stops_engine_processes_and_fails_inflight_requests() -> None:
     """A fresh engine (not the session's): after unload no engine process is left, a request
     that was running fails UNAVAILABLE instead of hanging, and new requests are refused."""
@@ -69,7 +78,7 @@ async def test_unload_during_load_leaves_no_engine_behind() -> None:
         return [
             p
             for p in me.children(recursive=True)
-            if p.pid not in before and "EngineCore" in " ".join(p.cmdline())
+            if p.pid not in before and "EngineCore" in _cmdline(p)
         ]
 
     async with asyncio.timeout(60):
@@ -85,7 +94,7 @@ async def test_unload_during_load_leaves_no_engine_behind() -> None:
     leftover = [
         p.pid
         for p in me.children(recursive=True)
-        if p.pid not in before and "resource_tracker" not in " ".join(p.cmdline())
+        if p.pid not in before and "resource_tracker" not in _cmdline(p)
     ]
     assert _live(set(leftover)) == []
 
