@@ -15,12 +15,26 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import psutil
 import uvicorn
 from starlette.types import ASGIApp
 
 REPO = Path(__file__).resolve().parent.parent
 SAX = str(Path(sys.executable).parent / "sax")
 SAXUTIL = str(Path(sys.executable).parent / "saxutil")
+
+
+def running(procs: Sequence[psutil.Process]) -> list[psutil.Process]:
+    """The processes among `procs` that are still running and not zombies; one that exits while
+    it is being inspected counts as gone."""
+    alive = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(p)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
 
 
 def free_port() -> int:

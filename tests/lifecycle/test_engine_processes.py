@@ -24,7 +24,7 @@ import pytest
 
 from sax.schemas import ReplicaStatus, ServerStatus
 from tests.cell import RealCell
-from tests.helpers import Proc, wait_for
+from tests.helpers import Proc, running, wait_for
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -164,5 +164,5 @@ def test_engine_processes_exit_when_the_model_server_is_sigkilled(cold: ColdCell
     tree = [cold.server, *cold.server.children(recursive=True)]
     os.kill(cold.server.pid, signal.SIGKILL)
     gone, alive = psutil.wait_procs(tree, timeout=10)
-    assert not [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], alive
+    assert not running(alive), alive
     assert {p.pid for p in engines} <= {p.pid for p in gone}

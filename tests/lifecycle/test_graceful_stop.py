@@ -24,7 +24,7 @@ import pytest
 import sax.client
 from sax.errors import SaxError
 from tests.cell import LocationLog, RealCell
-from tests.helpers import SAX, SAXUTIL, free_port, wait_for, wait_http
+from tests.helpers import SAX, SAXUTIL, free_port, running, wait_for, wait_http
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -42,17 +42,6 @@ def _port_open(address: str) -> bool:
 def _tree(pid: int) -> list[psutil.Process]:
     root = psutil.Process(pid)
     return [root, *root.children(recursive=True)]
-
-
-def _running(procs: list[psutil.Process]) -> list[psutil.Process]:
-    alive = []
-    for p in procs:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                alive.append(p)
-        except psutil.NoSuchProcess:
-            continue
-    return alive
 
 
 def test_sigterm_drains_leaves_the_cell_and_stops_every_engine(tmp_path: Path) -> None:
@@ -110,7 +99,7 @@ def test_sigterm_drains_leaves_the_cell_and_stops_every_engine(tmp_path: Path) -
             w.join(60)
         assert failures == []
         # The tree is gone (a killed process may still be freeing its memory for a moment).
-        wait_for(lambda: not _running(tree_a), timeout_s=30)
+        wait_for(lambda: not running(tree_a), timeout_s=30)
         assert "Left the cell" in proc_a.output()
 
 
@@ -151,7 +140,7 @@ def test_sigterm_to_sax_up_stops_its_whole_cell(tmp_path: Path) -> None:
         up.send_signal(signal.SIGTERM)
         output, _ = up.communicate(timeout=180)
         assert up.returncode == 0, output
-        gone = wait_for(lambda: not _running(tree), timeout_s=10)
+        gone = wait_for(lambda: not running(tree), timeout_s=10)
         assert gone
     finally:
         if up.poll() is None:
