@@ -71,6 +71,12 @@ rounds, and for the distinct workloads the ratio within each round too. Every ru
 no earlier run sent, so no run inherits another's cache, and the order of the two choices
 alternates round by round.
 
+Per mode of the distinct workload, also where the CPU went during its rounds: ``worker_cpu_s``
+and ``worker_wait_share``, the vLLM engine workers' CPU seconds and the share of their runnable
+time they spent waiting for a core (`worker_schedstat`; other processes on the engine's core),
+and ``cpu_s``, CPU seconds by process kind (engine core, worker, each server, this bench).
+Meaningful one system at a time, when only one engine's workers run.
+
 Load: `--concurrency` closed-loop workers (default 32), each sending requests back to back until
 `--requests` are done, every request decoding exactly `--tokens` tokens (EOS ignored).
 
@@ -151,10 +157,15 @@ class Run:
     tokens: int = 0
     errors: int = 0
     events: list[tuple[str, float, float]] = field(default_factory=list)  # (prompt, sent, first)
+    # The engine workers' CPU time and run-queue wait during the run (`worker_schedstat`).
+    worker_run_s: float = 0.0
+    worker_wait_s: float = 0.0
+    # CPU seconds per process kind (`cpu_by_process`) during the run, this bench's own included.
+    cpu_s: dict[str, float] = field(default_factory=dict)
 
-    def summary(self) -> dict[str, float | None]:
+    def summary(self) -> dict[str, Any]:
         n = len(self.latencies)
-        out = {
+        out: dict[str, Any] = {
             "requests": n,
             "errors": self.errors,
             "requests_per_s": round(n / self.wall_s, 2),
@@ -164,7 +175,50 @@ class Run:
         }
         if self.ttfts:
             out["ttft_p50_ms"] = ms(pct(self.ttfts, 0.5))
+        if self.worker_run_s:
+            out["worker_cpu_s"] = round(self.worker_run_s, 2)
+            out["worker_wait_share"] = round(
+                self.worker_wait_s / (self.worker_run_s + self.worker_wait_s), 4
+            )
+        if self.cpu_s:
+            out["cpu_s"] = {k: round(v, 2) for k, v in sorted(self.cpu_s.items())}
         return out
+
+
+def cpu_by_process() -> dict[str, float]:
+    """CPU seconds (user + system) so far of every process on this machine, summed by kind: the
+    process name, or for Python processes the program (``sax admin-server``, ``api_server``,
+    this bench)."""
+    import psutil
+
+    out: dict[str, float] = {}
+    for proc in psutil.process_iter(["name", "cmdline", "cpu_times"]):
+        times, name = proc.info["cpu_times"], proc.info["name"] or "?"
+        if times is None:
+            continue
+        cmdline = proc.info["cmdline"] or []
+        if name.startswith("python") or name == "sax":
+            words = [Path(w).name for w in cmdline[1:3] if not w.startswith("-")]
+            name = " ".join(words) or name
+        out[name] = out.get(name, 0.0) + times.user + times.system
+    return out
+
+
+def worker_schedstat() -> tuple[float, float]:
+    """Seconds on CPU and seconds runnable but waiting for a CPU, summed over the threads of
+    every vLLM engine worker on this machine (``/proc/PID/task/TID/schedstat``; Linux). The
+    wait share shows how much of the engine's core other processes took during a run."""
+    run_ns = wait_ns = 0
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if not comm.read_text().startswith("VLLM::Worker"):
+                continue
+            for task in (comm.parent / "task").iterdir():
+                with contextlib.suppress(OSError):
+                    fields = (task / "schedstat").read_text().split()
+                    run_ns += int(fields[0])
+                    wait_ns += int(fields[1])
+    return run_ns / 1e9, wait_ns / 1e9
 
 
 # One request: returns (output tokens, time to first token or None).
@@ -191,9 +245,13 @@ async def load(request: Request, texts: list[str], concurrency: int) -> Run:
                 run.ttfts.append(ttft - start)
                 run.events.append((text, start, ttft))
 
+    sched, cpu = worker_schedstat(), cpu_by_process()
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     run.wall_s = time.perf_counter() - start
+    after, cpu_after = worker_schedstat(), cpu_by_process()
+    run.cpu_s = {k: v - cpu.get(k, 0.0) for k, v in cpu_after.items() if v - cpu.get(k, 0.0) > 0.05}
+    run.worker_run_s, run.worker_wait_s = after[0] - sched[0], after[1] - sched[1]
     return run
 
 
@@ -1080,6 +1138,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         ranked = sorted(mode_runs, key=lambda r: r.tokens / r.wall_s)
         result[name] = ranked[len(ranked) // 2].summary()  # the median round
         result[name]["rounds_tokens_per_s"] = [round(r.tokens / r.wall_s, 1) for r in mode_runs]
+        result[name]["rounds_worker_wait_share"] = [
+            round(r.worker_wait_s / max(r.worker_run_s + r.worker_wait_s, 1e-9), 4)
+            for r in mode_runs
+        ]
     if args.offline:  # last, alone: the servers are down by now
         result.update(bench_offline(model_dir, args, work))
 
