@@ -21,7 +21,9 @@ shipped weights), or the seed's servables with checkpoint ``None``, ``qwen1p5b``
 the same config with ``--load-format dummy`` and, with ``defaults``, the servable's 4,096-token
 context, since its own default of the model's full 131,072 positions does not fit the 1 GiB KV
 cache). `--one-system-at-a-time` measures sax's rounds and then vLLM's, each server alone, for
-models of which two copies do not fit in memory.
+models of which two copies do not fit in memory (`--vllm-first`: the other order).
+`--sax-override KEY=VALUE` adds a servable override to sax's publish (e.g. vLLM's
+``max_num_seqs=128`` to match its server's defaults in a check).
 
 Modes, `--workload distinct` (default; distinct prompts, no shared prefix):
 - ``sax_openai``/``sax_openai_stream``: sax's model server, ``/v1/completions`` with and without
@@ -321,6 +323,12 @@ def sax_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.settings == "same":
         overrides |= {"kv_cache_gib": KV_CACHE_GIB, "max_model_len": MAX_MODEL_LEN, "dtype": DTYPE}
         overrides["enforce_eager"] = True
+    for item in args.sax_override:  # KEY=VALUE, VALUE as JSON (else a string)
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
     return overrides
 
 
@@ -1101,6 +1109,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "load_1m_at_start": round(os.getloadavg()[0], 2),
         "logs": str(work),
     }
+    if args.sax_override:
+        result["sax_overrides"] = sax_overrides(args)
     if args.settings == "same":
         result |= {"dtype": DTYPE, "kv_cache_gib": KV_CACHE_GIB, "max_model_len": MAX_MODEL_LEN}
     if args.workload == "prefix":
@@ -1122,11 +1132,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 runs.setdefault(name, []).append(await load(fn, texts, args.concurrency))
 
     if args.one_system_at_a_time:  # models too large for two copies in memory
-        result["one_system_at_a_time"] = True
-        async with sax_system(model_dir, args, work, result) as cell:
-            await measure(cell.modes)
-        async with vllm_server_system(model_dir, args, work, result) as vllm_modes:
-            await measure(vllm_modes)
+        result["one_system_at_a_time"] = "vllm_first" if args.vllm_first else "sax_first"
+
+        async def sax_alone() -> None:
+            async with sax_system(model_dir, args, work, result) as cell:
+                await measure(cell.modes)
+
+        async def vllm_alone() -> None:
+            async with vllm_server_system(model_dir, args, work, result) as vllm_modes:
+                await measure(vllm_modes)
+
+        for alone in (vllm_alone, sax_alone) if args.vllm_first else (sax_alone, vllm_alone):
+            await alone()
     else:
         async with contextlib.AsyncExitStack() as stack:
             cell = await stack.enter_async_context(sax_system(model_dir, args, work, result))
@@ -1184,6 +1201,18 @@ def main() -> None:
         "--one-system-at-a-time",
         action="store_true",
         help="sax's rounds, then vLLM server's, each alone (models too large for two copies)",
+    )
+    parser.add_argument(
+        "--sax-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one more servable override for sax's publish (repeatable), e.g. max_num_seqs=128",
+    )
+    parser.add_argument(
+        "--vllm-first",
+        action="store_true",
+        help="with --one-system-at-a-time: vLLM server's rounds first (a check on order effects)",
     )
     parser.add_argument("--system-prompts", type=int, default=8, help="prefix workload")
     parser.add_argument(
