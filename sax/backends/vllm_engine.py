@@ -196,7 +196,7 @@ class EngineSettings:
     runner: str = "generate"  # "generate" or "pooling" (embeddings)
     dtype: str = "auto"
     max_model_len: int | None = None
-    max_num_seqs: int = 256
+    max_num_seqs: int | None = None  # None: vLLM's server default on this device (128 on CPU)
     kv_cache_gib: float | None = None  # None: $VLLM_CPU_KVCACHE_SPACE on CPU, else GPU fraction
     gpu_memory_utilization: float = 0.9
     tensor_parallel_size: int = 1
@@ -359,10 +359,11 @@ class VllmEngine:
 
             # `AsyncLLM.from_engine_args`, with the config resolution (HF config and tokenizer
             # files, platform and environment checks: process-wide state) serialised across
-            # loader threads; the engine-core start-up after it runs concurrently.
+            # loader threads; the engine-core start-up after it runs concurrently. Settings left
+            # unset (batch sizes) resolve as for `vllm serve`, the OpenAI server's context.
             args = engine_args(settings)
             with _CONFIG_LOCK:
-                config = args.create_engine_config(UsageContext.ENGINE_CONTEXT)
+                config = args.create_engine_config(UsageContext.OPENAI_API_SERVER)
             built.append(
                 AsyncLLM(
                     vllm_config=config,
@@ -409,6 +410,13 @@ class VllmEngine:
     def dtype(self) -> str:
         """The dtype the engine resolved and runs, e.g. ``"bfloat16"`` for ``dtype="auto"``."""
         return str(self._engine.model_config.dtype).removeprefix("torch.")
+
+    @property
+    def batch_limits(self) -> tuple[int, int]:
+        """(max_num_seqs, max_num_batched_tokens): the most sequences and tokens one engine step
+        takes, as the engine resolved them (e.g. ``(128, 2048)`` by default on a CPU)."""
+        scheduler = self._engine.vllm_config.scheduler_config
+        return int(scheduler.max_num_seqs), int(scheduler.max_num_batched_tokens)
 
     @property
     def compiled(self) -> bool:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from prometheus_client import Metric
+from pydantic import Field
 
 from sax.backends import vllm_engine
 from sax.backends.vllm_engine import EngineSettings, VllmEngine
@@ -41,6 +42,9 @@ _GIB = 1 << 30
 # "auto" resolves to a 16-bit type on every platform vLLM supports (float32 checkpoints are
 # downcast to the device's preferred bfloat16 or float16).
 _DTYPE_BYTES = {"float32": 4, "auto": 2, "bfloat16": 2, "float16": 2, "half": 2}
+# Sequences per step assumed for a memory estimate when `max_num_seqs` is left to vLLM (its
+# server's CPU default; GPUs size their KV cache from `gpu_memory_utilization` instead).
+ESTIMATE_MAX_NUM_SEQS = 128
 
 
 def prepare_process() -> None:
@@ -65,11 +69,16 @@ class VllmServableConfig(SamplingConfig):
     at 1.15-1.2x the eager tokens/s; the first load on a host compiles for about a minute more,
     later loads reuse the cache in ``$SAX_CACHE/torch-compile``. ``enforce_eager=true`` starts
     quicker and runs slower.
+
+    ``max_num_seqs`` (the most sequences one engine step batches) unset takes what ``vllm serve``
+    picks on the device: 128 on a CPU, 256-1024 on GPUs by their memory. On a 2-core CPU,
+    SmolLM2 at 32 concurrent requests ran 0.93-0.97x ``vllm serve``'s tokens/s with 256, and
+    0.997x with its 128 and context (bench/RESULTS.md).
     """
 
     dtype: str = "auto"
     max_model_len: int = 512
-    max_num_seqs: int = 256
+    max_num_seqs: int | None = Field(default=None, ge=1)  # None: vLLM's server default
     kv_cache_gib: float | None = None  # None: $VLLM_CPU_KVCACHE_SPACE (CPU) or GPU fraction
     gpu_memory_utilization: float = 0.9
     tensor_parallel_size: int = 1
@@ -343,7 +352,8 @@ class PublishedArchitecture(VllmServable):
             kv = int(cfg.kv_cache_gib * _GIB)
         else:  # room for max_num_seqs sequences of a quarter of the context each
             per_token = kv_bytes_per_token(cls.hf_config, _DTYPE_BYTES.get(cfg.dtype, 2))
-            kv = per_token * cfg.max_model_len * max(1, cfg.max_num_seqs // 4)
+            seqs = cfg.max_num_seqs or ESTIMATE_MAX_NUM_SEQS
+            kv = per_token * cfg.max_model_len * max(1, seqs // 4)
             kv = min(kv, 8 * _GIB)
         return int(weights * 1.1 + kv)
 

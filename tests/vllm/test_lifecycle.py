@@ -8,6 +8,7 @@ import os
 import psutil
 import pytest
 
+from sax.backends.vllm_engine import EngineSettings
 from sax.errors import Code, SaxError
 from sax.models.vllm import Tiny
 from sax.server.servable import LoadSpec
@@ -111,6 +112,23 @@ def test_override_with_wrong_type_is_rejected() -> None:
         Tiny(LoadSpec("/sax/test/t", "sax.models.vllm.Tiny", "None", {"max_model_len": "big"}))
     assert err.value.code is Code.INVALID_ARGUMENT
     assert "max_model_len" in err.value.message
+
+
+@pytest.mark.parametrize("value", [0, -1, "many"])
+def test_a_bad_max_num_seqs_is_rejected_by_name(value: object) -> None:
+    with pytest.raises(SaxError) as err:
+        Tiny(LoadSpec("/sax/test/t", "sax.models.vllm.Tiny", "None", {"max_num_seqs": value}))
+    assert err.value.code is Code.INVALID_ARGUMENT
+    assert "max_num_seqs" in err.value.message
+
+
+def test_max_num_seqs_is_left_to_vllm_unless_set() -> None:
+    def settings(overrides: dict[str, object]) -> EngineSettings:
+        servable = Tiny(LoadSpec("/sax/test/t", "sax.models.vllm.Tiny", "None", overrides))
+        return servable.engine_settings(servable.model_dir())
+
+    assert settings({}).max_num_seqs is None
+    assert settings({"max_num_seqs": 16}).max_num_seqs == 16
 
 
 def test_overrides_change_engine_settings_and_default_sampling() -> None:

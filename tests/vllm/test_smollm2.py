@@ -46,6 +46,13 @@ async def test_default_dtype_follows_the_device(smollm2: SmolLM2_135M) -> None:
     assert smollm2.engine is not None and smollm2.engine.dtype == "bfloat16"
 
 
+async def test_default_batch_limits_are_vllm_serves(smollm2: SmolLM2_135M) -> None:
+    """Published without max_num_seqs, the engine batches as `vllm serve` does on a CPU: 128
+    sequences and 2,048 tokens per step (256 sequences made every decode step costlier)."""
+    assert smollm2.config.max_num_seqs is None
+    assert smollm2.engine is not None and smollm2.engine.batch_limits == (128, 2048)
+
+
 async def test_score_prefers_the_true_continuation(smollm2: SmolLM2_135M) -> None:
     paris, banana = await smollm2.score("The capital of France is", [" Paris", " banana"], {})
     assert paris > banana + 3.0  # nats
