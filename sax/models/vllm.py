@@ -73,7 +73,7 @@ class VllmServableConfig(SamplingConfig):
     ``max_num_seqs`` (the most sequences one engine step batches) unset takes what ``vllm serve``
     picks on the device: 128 on a CPU, 256-1024 on GPUs by their memory. On a 2-core CPU,
     SmolLM2 at 32 concurrent requests ran 0.93-0.97x ``vllm serve``'s tokens/s with 256, and
-    0.997x with its 128 and context (bench/RESULTS.md).
+    1.005x (streamed 1.04x) with 128 (bench/RESULTS.md). 0 or less fails the load by name.
     """
 
     dtype: str = "auto"
