@@ -165,6 +165,12 @@ class Run:
     # CPU seconds per process kind (`cpu_by_process`) during the run, this bench's own included.
     cpu_s: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def worker_wait_share(self) -> float:
+        """The workers' run-queue wait over their runnable time (0 when no worker ran)."""
+        runnable = self.worker_run_s + self.worker_wait_s
+        return round(self.worker_wait_s / runnable, 4) if runnable else 0.0
+
     def summary(self) -> dict[str, Any]:
         n = len(self.latencies)
         out: dict[str, Any] = {
@@ -179,9 +185,7 @@ class Run:
             out["ttft_p50_ms"] = ms(pct(self.ttfts, 0.5))
         if self.worker_run_s:
             out["worker_cpu_s"] = round(self.worker_run_s, 2)
-            out["worker_wait_share"] = round(
-                self.worker_wait_s / (self.worker_run_s + self.worker_wait_s), 4
-            )
+            out["worker_wait_share"] = self.worker_wait_share
         if self.cpu_s:
             out["cpu_s"] = {k: round(v, 2) for k, v in sorted(self.cpu_s.items())}
         return out
@@ -324,7 +328,9 @@ def sax_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides |= {"kv_cache_gib": KV_CACHE_GIB, "max_model_len": MAX_MODEL_LEN, "dtype": DTYPE}
         overrides["enforce_eager"] = True
     for item in args.sax_override:  # KEY=VALUE, VALUE as JSON (else a string)
-        key, _, value = item.partition("=")
+        key, equals, value = item.partition("=")
+        if not key or not equals:
+            raise SystemExit(f"--sax-override {item!r}: expected KEY=VALUE")
         try:
             overrides[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -1155,10 +1161,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         ranked = sorted(mode_runs, key=lambda r: r.tokens / r.wall_s)
         result[name] = ranked[len(ranked) // 2].summary()  # the median round
         result[name]["rounds_tokens_per_s"] = [round(r.tokens / r.wall_s, 1) for r in mode_runs]
-        result[name]["rounds_worker_wait_share"] = [
-            round(r.worker_wait_s / max(r.worker_run_s + r.worker_wait_s, 1e-9), 4)
-            for r in mode_runs
-        ]
+        result[name]["rounds_worker_wait_share"] = [r.worker_wait_share for r in mode_runs]
     if args.offline:  # last, alone: the servers are down by now
         result.update(bench_offline(model_dir, args, work))
 

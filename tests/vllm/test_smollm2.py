@@ -47,10 +47,19 @@ async def test_default_dtype_follows_the_device(smollm2: SmolLM2_135M) -> None:
 
 
 async def test_default_batch_limits_are_vllm_serves(smollm2: SmolLM2_135M) -> None:
-    """Published without max_num_seqs, the engine batches as `vllm serve` does on a CPU: 128
-    sequences and 2,048 tokens per step (256 sequences made every decode step costlier)."""
+    """Published without max_num_seqs, the engine batches as `vllm serve` does on this device
+    (vLLM's own table for its OpenAI server): on a CPU 128 sequences and 2,048 tokens per step;
+    sax's former 256 sequences made every decode step costlier."""
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.platforms import current_platform
+    from vllm.usage.usage_lib import UsageContext
+
+    tokens, seqs = EngineArgs.get_batch_defaults(world_size=1)
+    served = (seqs[UsageContext.OPENAI_API_SERVER], tokens[UsageContext.OPENAI_API_SERVER])
+    if current_platform.is_cpu():
+        assert served == (128, 2048)
     assert smollm2.config.max_num_seqs is None
-    assert smollm2.engine is not None and smollm2.engine.batch_limits == (128, 2048)
+    assert smollm2.engine is not None and smollm2.engine.batch_limits == served
 
 
 async def test_score_prefers_the_true_continuation(smollm2: SmolLM2_135M) -> None:
