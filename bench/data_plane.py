@@ -1086,6 +1086,7 @@ def model_dir_for(name: str) -> Path:
     """The model's directory: the weights, or for random-weight servables their config and
     tokenizer (vLLM's server then loads it with ``--load-format dummy``, as sax does)."""
     from sax.models import assets
+    from sax.models.vllm import PublishedArchitecture
     from sax.server.registry import resolve
     from sax.server.servable import LoadSpec
 
@@ -1095,8 +1096,8 @@ def model_dir_for(name: str) -> Path:
         return assets.smollm2_dir()
     path, _ = SERVABLES[name]
     servable = resolve(path)(LoadSpec("/sax/bench/lm", path, "None"))
-    directory: Path = servable.default_model_dir()
-    return directory
+    assert isinstance(servable, PublishedArchitecture), path
+    return servable.default_model_dir()
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -1117,6 +1118,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.sax_override:
         result["sax_overrides"] = sax_overrides(args)
+    if args.warmup is not None:
+        result["warmup_requests"] = args.warmup
     if args.settings == "same":
         result |= {"dtype": DTYPE, "kv_cache_gib": KV_CACHE_GIB, "max_model_len": MAX_MODEL_LEN}
     if args.workload == "prefix":
@@ -1130,8 +1133,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     async def measure(modes: Modes) -> None:
         if args.modes:
             modes = {name: fn for name, fn in modes.items() if name in args.modes.split(",")}
+        warmup = args.concurrency if args.warmup is None else args.warmup
         for fn in modes.values():  # warm up
-            await load(fn, prompts(args.concurrency), args.concurrency)
+            if warmup > 0:
+                await load(fn, prompts(warmup), args.concurrency)
         texts = prompts(args.requests)
         for _ in range(args.rounds):
             for name, fn in modes.items():
@@ -1194,6 +1199,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=96)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per mode")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        help="requests per mode before the measured rounds (default: --concurrency; a few "
+        "suffice for a large model, whose engine compiled its shapes while loading)",
+    )
     parser.add_argument("--sequential", type=int, default=8, help="baseline requests")
     parser.add_argument("--overhead-calls", type=int, default=300)
     parser.add_argument("--settings", choices=["defaults", "same"], default="defaults")

@@ -264,7 +264,7 @@ class JoinRequest(Request):
         description="backend -> why it is unavailable (its model paths are not offered)",
     )
     draining: bool = Field(
-        False,
+        default=False,
         description="the server is leaving: stop routing to it and place nothing there; the"
         " reply is the last one it waits for",
     )
