@@ -112,6 +112,9 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 KV_CACHE_GIB = 1.0
+# How long either system may take to load its model: Gemma4B compiles for about 12 minutes on a
+# 2-core CPU without native bfloat16.
+LOAD_WAIT_S = 1800
 MAX_MODEL_LEN = 512  # the tiny model's context; prompts + 64 tokens fit easily
 # --model NAME: the servable sax publishes, and whether it runs random weights (checkpoint None:
 # the seed's models, whose directory holds a config and a stand-in tokenizer and no weights).
@@ -459,7 +462,7 @@ async def sax_system(
 
         await publish(lm_id, model_path, checkpoint, replicas, sax_overrides(args))
         start = time.perf_counter()
-        await wait(lm_id, replicas, 600)
+        await wait(lm_id, replicas, LOAD_WAIT_S)
         result["sax_load_s"] = round(time.perf_counter() - start, 1)
         lm = sax_client.AsyncModel(lm_id, sax_root=str(root))
         urls = [f"http://127.0.0.1:{port}" for port in server_ports]
@@ -550,7 +553,7 @@ async def vllm_server_system(
     result["vllm_server_preload"] = "LD_PRELOAD" in env
     with process(cmd, log, env=env):
         start = time.perf_counter()
-        wait_http(f"http://127.0.0.1:{port}/health", 900, log)
+        wait_http(f"http://127.0.0.1:{port}/health", LOAD_WAIT_S, log)
         result["vllm_server_load_s"] = round(time.perf_counter() - start, 1)
         limits = httpx.Limits(max_connections=args.concurrency * 2)
         async with httpx.AsyncClient(
