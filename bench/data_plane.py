@@ -1205,8 +1205,8 @@ def main() -> None:
     parser.add_argument(
         "--warmup",
         type=int,
-        help="requests per mode before the measured rounds (default: --concurrency; a few "
-        "suffice for a large model, whose engine compiled its shapes while loading)",
+        help="distinct workload: requests per mode before the measured rounds (default: "
+        "--concurrency; a few suffice for a large model, whose engine compiled at load)",
     )
     parser.add_argument("--sequential", type=int, default=8, help="baseline requests")
     parser.add_argument("--overhead-calls", type=int, default=300)
