@@ -73,11 +73,14 @@ rounds, and for the distinct workloads the ratio within each round too. Every ru
 no earlier run sent, so no run inherits another's cache, and the order of the two choices
 alternates round by round.
 
-Per mode of the distinct workload, also where the CPU went during its rounds: ``worker_cpu_s``
-and ``worker_wait_share``, the vLLM engine workers' CPU seconds and the share of their runnable
-time they spent waiting for a core (`worker_schedstat`; other processes on the engine's core),
-and ``cpu_s``, CPU seconds by process kind (engine core, worker, each server, this bench).
-Meaningful one system at a time, when only one engine's workers run.
+Per mode of the distinct workload, also where the CPU went during its rounds: ``cpu_s``, CPU
+seconds by process kind (engine core, worker where there is one, each server, this bench), and
+``wait_s``, the seconds each kind's threads were runnable but waited for a core (other processes
+on their core). Meaningful one system at a time. And ``engine``, from the engine's own
+histograms over the rounds (vLLM's ``/metrics`` on the serving process): its steps and tokens per
+step (how full its batches were), and per request the mean milliseconds from the engine's
+arrival to finish (``e2e``: queue, prefill, decode) and outside it (the client's mean latency
+minus ``e2e``: HTTP, parsing, tokenising, the reply, the client's own turn-around).
 
 Load: `--concurrency` closed-loop workers (default 32), each sending requests back to back until
 `--requests` are done, every request decoding exactly `--tokens` tokens (EOS ignored).
@@ -162,17 +165,12 @@ class Run:
     tokens: int = 0
     errors: int = 0
     events: list[tuple[str, float, float]] = field(default_factory=list)  # (prompt, sent, first)
-    # The engine workers' CPU time and run-queue wait during the run (`worker_schedstat`).
-    worker_run_s: float = 0.0
-    worker_wait_s: float = 0.0
-    # CPU seconds per process kind (`cpu_by_process`) during the run, this bench's own included.
+    # CPU seconds per process kind (`cpu_by_process`) during the run, this bench's own included,
+    # and the seconds each kind's threads waited for a core.
     cpu_s: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def worker_wait_share(self) -> float:
-        """The workers' run-queue wait over their runnable time (0 when no worker ran)."""
-        runnable = self.worker_run_s + self.worker_wait_s
-        return round(self.worker_wait_s / runnable, 4) if runnable else 0.0
+    wait_s: dict[str, float] = field(default_factory=dict)
+    # The engine's own histograms over the run (`engine_totals` after minus before).
+    engine: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         n = len(self.latencies)
@@ -186,21 +184,76 @@ class Run:
         }
         if self.ttfts:
             out["ttft_p50_ms"] = ms(pct(self.ttfts, 0.5))
-        if self.worker_run_s:
-            out["worker_cpu_s"] = round(self.worker_run_s, 2)
-            out["worker_wait_share"] = self.worker_wait_share
         if self.cpu_s:
             out["cpu_s"] = {k: round(v, 2) for k, v in sorted(self.cpu_s.items())}
+            out["wait_s"] = {
+                k: round(self.wait_s[k], 2) for k in sorted(self.cpu_s) if k in self.wait_s
+            }
+        if self.engine:
+            out["engine"] = engine_summary(self.engine, self.latencies)
         return out
 
 
-def cpu_by_process() -> dict[str, float]:
-    """CPU seconds (user + system) so far of every process on this machine, summed by kind: the
-    process name, or for Python processes the program (``sax admin-server``, ``api_server``,
-    this bench)."""
+# vLLM's histograms that say where a request's time went, and how full the engine's steps were.
+ENGINE_HISTOGRAMS = (
+    "vllm:iteration_tokens_total",  # tokens per engine step
+    "vllm:e2e_request_latency_seconds",  # from the engine's arrival (add_request) to finished
+    "vllm:request_queue_time_seconds",  # waiting for the scheduler
+    "vllm:request_prefill_time_seconds",
+    "vllm:request_decode_time_seconds",
+)
+
+
+async def engine_totals(url: str) -> dict[str, float]:
+    """The `ENGINE_HISTOGRAMS`' ``_sum`` and ``_count`` on a server's ``/metrics``, summed over
+    its engines (every ``vllm:`` line there belongs to the benchmarked model)."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        text = (await http.get(f"{url}/metrics")).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        for suffix in ("_sum", "_count"):
+            base = name.removesuffix(suffix)
+            if base != name and base in ENGINE_HISTOGRAMS:
+                out[name] = out.get(name, 0.0) + float(rest.rsplit(" ", 1)[1])
+    return out
+
+
+def engine_summary(engine: dict[str, float], latencies: list[float]) -> dict[str, Any]:
+    """From a run's `engine_totals` difference: engine steps and tokens per step; per request,
+    mean ms in the engine (``e2e``, queue, prefill, decode) and outside it (the client's mean
+    latency minus the engine's: HTTP, parsing, tokenising, the response)."""
+
+    def mean_ms(name: str) -> float | None:
+        count = engine.get(f"{name}_count", 0.0)
+        return round(1000 * engine.get(f"{name}_sum", 0.0) / count, 1) if count else None
+
+    steps = engine.get("vllm:iteration_tokens_total_count", 0.0)
+    e2e = mean_ms("vllm:e2e_request_latency_seconds")
+    out: dict[str, Any] = {
+        "steps": int(steps),
+        "tokens_per_step": round(engine.get("vllm:iteration_tokens_total_sum", 0.0) / steps, 2)
+        if steps
+        else None,
+        "e2e_mean_ms": e2e,
+        "queue_mean_ms": mean_ms("vllm:request_queue_time_seconds"),
+        "prefill_mean_ms": mean_ms("vllm:request_prefill_time_seconds"),
+        "decode_mean_ms": mean_ms("vllm:request_decode_time_seconds"),
+    }
+    if e2e is not None and latencies:
+        out["outside_engine_mean_ms"] = round(1000 * statistics.mean(latencies) - e2e, 1)
+    return out
+
+
+def cpu_by_process() -> tuple[dict[str, float], dict[str, float]]:
+    """CPU seconds (user + system) so far of every process on this machine, and seconds its
+    threads were runnable but waited for a core (``/proc/PID/task/TID/schedstat``), both summed
+    by kind: the process name, or for Python processes the program (``sax admin-server``,
+    ``api_server``, this bench)."""
     import psutil
 
-    out: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    wait: dict[str, float] = {}
     for proc in psutil.process_iter(["name", "cmdline", "cpu_times"]):
         times, name = proc.info["cpu_times"], proc.info["name"] or "?"
         if times is None:
@@ -209,32 +262,24 @@ def cpu_by_process() -> dict[str, float]:
         if name.startswith("python") or name == "sax":
             words = [Path(w).name for w in cmdline[1:3] if not w.startswith("-")]
             name = " ".join(words) or name
-        out[name] = out.get(name, 0.0) + times.user + times.system
-    return out
-
-
-def worker_schedstat() -> tuple[float, float]:
-    """Seconds on CPU and seconds runnable but waiting for a CPU, summed over the threads of
-    every vLLM engine worker on this machine (``/proc/PID/task/TID/schedstat``; Linux). The
-    wait share shows how much of the engine's core other processes took during a run."""
-    run_ns = wait_ns = 0
-    for comm in Path("/proc").glob("[0-9]*/comm"):
+        cpu[name] = cpu.get(name, 0.0) + times.user + times.system
         with contextlib.suppress(OSError):
-            if not comm.read_text().startswith("VLLM::Worker"):
-                continue
-            for task in (comm.parent / "task").iterdir():
-                with contextlib.suppress(OSError):
-                    fields = (task / "schedstat").read_text().split()
-                    run_ns += int(fields[0])
-                    wait_ns += int(fields[1])
-    return run_ns / 1e9, wait_ns / 1e9
+            for task in Path(f"/proc/{proc.pid}/task").iterdir():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    wait_ns = int((task / "schedstat").read_text().split()[1])
+                    wait[name] = wait.get(name, 0.0) + wait_ns / 1e9
+    return cpu, wait
 
 
 # One request: returns (output tokens, time to first token or None).
 Request = Callable[[str], Awaitable[tuple[int, float | None]]]
 
 
-async def load(request: Request, texts: list[str], concurrency: int) -> Run:
+async def load(
+    request: Request, texts: list[str], concurrency: int, metrics_url: str | None = None
+) -> Run:
+    """`texts` sent by `concurrency` closed-loop workers; with `metrics_url` (the serving
+    process's), also the engine's histograms over the run."""
     run = Run()
     queue = list(reversed(texts))
 
@@ -254,13 +299,17 @@ async def load(request: Request, texts: list[str], concurrency: int) -> Run:
                 run.ttfts.append(ttft - start)
                 run.events.append((text, start, ttft))
 
-    sched, cpu = worker_schedstat(), cpu_by_process()
+    engine = await engine_totals(metrics_url) if metrics_url else {}
+    cpu, wait = cpu_by_process()
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     run.wall_s = time.perf_counter() - start
-    after, cpu_after = worker_schedstat(), cpu_by_process()
+    cpu_after, wait_after = cpu_by_process()
+    if metrics_url:
+        engine_after = await engine_totals(metrics_url)
+        run.engine = {k: v - engine.get(k, 0.0) for k, v in engine_after.items()}
     run.cpu_s = {k: v - cpu.get(k, 0.0) for k, v in cpu_after.items() if v - cpu.get(k, 0.0) > 0.05}
-    run.worker_run_s, run.worker_wait_s = after[0] - sched[0], after[1] - sched[1]
+    run.wait_s = {k: v - wait[k] for k, v in wait_after.items() if k in wait}
     return run
 
 
@@ -538,8 +587,9 @@ async def http_overhead(echo: Any, server_port: int, calls: int) -> dict[str, fl
 @contextlib.asynccontextmanager
 async def vllm_server_system(
     model_dir: Path, args: argparse.Namespace, work: Path, result: dict[str, Any]
-) -> AsyncIterator[Modes]:
-    """vLLM's own OpenAI server on the same model (`--settings` engine flags); yields its modes."""
+) -> AsyncIterator[tuple[Modes, str]]:
+    """vLLM's own OpenAI server on the same model (`--settings` engine flags); yields its modes
+    and its URL."""
     port = free_port()
     log = work / "vllm_server.log"
     cmd = [
@@ -560,7 +610,8 @@ async def vllm_server_system(
             base_url=f"http://127.0.0.1:{port}", timeout=600, limits=limits
         ) as http:
             generate, generate_stream = openai_modes(http, args.tokens)
-            yield {"vllm_server": generate, "vllm_server_stream": generate_stream}
+            url = f"http://127.0.0.1:{port}"
+            yield {"vllm_server": generate, "vllm_server_stream": generate_stream}, url
 
 
 # ---------------------------------------------------------------- prefix-sharing workload
@@ -1133,7 +1184,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     # available drifts over minutes, so back-to-back blocks would compare different machines.
     runs: dict[str, list[Run]] = {}
 
-    async def measure(modes: Modes) -> None:
+    async def measure(modes: Modes, metrics_urls: dict[str, str]) -> None:
+        """`metrics_urls`: mode -> the URL of the server whose engine runs it."""
         if args.modes:
             modes = {name: fn for name, fn in modes.items() if name in args.modes.split(",")}
         warmup = args.concurrency if args.warmup is None else args.warmup
@@ -1143,33 +1195,36 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         texts = prompts(args.requests)
         for _ in range(args.rounds):
             for name, fn in modes.items():
-                runs.setdefault(name, []).append(await load(fn, texts, args.concurrency))
+                run = await load(fn, texts, args.concurrency, metrics_urls.get(name))
+                runs.setdefault(name, []).append(run)
 
     if args.one_system_at_a_time:  # models too large for two copies in memory
         result["one_system_at_a_time"] = "vllm_first" if args.vllm_first else "sax_first"
 
         async def sax_alone() -> None:
             async with sax_system(model_dir, args, work, result) as cell:
-                await measure(cell.modes)
+                await measure(cell.modes, dict.fromkeys(cell.modes, cell.server_urls[0]))
 
         async def vllm_alone() -> None:
-            async with vllm_server_system(model_dir, args, work, result) as vllm_modes:
-                await measure(vllm_modes)
+            async with vllm_server_system(model_dir, args, work, result) as (vllm_modes, url):
+                await measure(vllm_modes, dict.fromkeys(vllm_modes, url))
 
         for alone in (vllm_alone, sax_alone) if args.vllm_first else (sax_alone, vllm_alone):
             await alone()
     else:
         async with contextlib.AsyncExitStack() as stack:
             cell = await stack.enter_async_context(sax_system(model_dir, args, work, result))
-            vllm_modes = await stack.enter_async_context(
+            vllm_modes, url = await stack.enter_async_context(
                 vllm_server_system(model_dir, args, work, result)
             )
-            await measure(cell.modes | vllm_modes)
+            await measure(
+                cell.modes | vllm_modes,
+                dict.fromkeys(cell.modes, cell.server_urls[0]) | dict.fromkeys(vllm_modes, url),
+            )
     for name, mode_runs in runs.items():
         ranked = sorted(mode_runs, key=lambda r: r.tokens / r.wall_s)
         result[name] = ranked[len(ranked) // 2].summary()  # the median round
         result[name]["rounds_tokens_per_s"] = [round(r.tokens / r.wall_s, 1) for r in mode_runs]
-        result[name]["rounds_worker_wait_share"] = [r.worker_wait_share for r in mode_runs]
     if args.offline:  # last, alone: the servers are down by now
         result.update(bench_offline(model_dir, args, work))
 

@@ -23,7 +23,7 @@ import json
 import shutil
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from prometheus_client import Metric
 from pydantic import Field
@@ -74,6 +74,12 @@ class VllmServableConfig(SamplingConfig):
     picks on the device: 128 on a CPU, 256-1024 on GPUs by their memory. On a 2-core CPU,
     SmolLM2 at 32 concurrent requests ran 0.93-0.97x ``vllm serve``'s tokens/s with 256, and
     1.005x (streamed 1.04x) with 128 (bench/RESULTS.md). 0 or less fails the load by name.
+
+    ``executor`` is how vLLM runs the model: ``uni`` in the engine-core process, ``mp`` in a
+    worker process of its own (vLLM's only layout on CPUs, bound to cores by
+    ``$VLLM_CPU_OMP_THREADS_BIND``), ``auto`` (the default) ``uni`` on a CPU with one worker
+    and vLLM's choice elsewhere (`vllm_engine.resolve_executor`). An unknown value fails the
+    load by name.
     """
 
     dtype: str = "auto"
@@ -83,6 +89,7 @@ class VllmServableConfig(SamplingConfig):
     gpu_memory_utilization: float = 0.9
     tensor_parallel_size: int = 1
     enforce_eager: bool | None = None
+    executor: Literal["auto", "uni", "mp"] = "auto"
     seed: int = 0
     # Decode to the step limit even past EOS: fixed-length outputs for benchmarks and load tests.
     ignore_eos: bool = False
@@ -171,6 +178,7 @@ class VllmServable(Servable):
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             tensor_parallel_size=cfg.tensor_parallel_size,
             enforce_eager=cfg.enforce_eager,
+            executor=cfg.executor,
             load_format=self.load_format(),
             seed=cfg.seed,
             served_model_name=self.spec.model_id,

@@ -36,11 +36,11 @@ def _cmdline(proc: psutil.Process) -> str:
 
 
 async def test_unload_stops_engine_processes_and_fails_inflight_requests() -> None:
-    """A fresh engine (not the session's): after unload no engine process is left, a request
-    that was running fails UNAVAILABLE instead of hanging, and new requests are refused."""
-    servable = Tiny(
-        LoadSpec("/sax/test/t2", "sax.models.vllm.Tiny", "None", {"kv_cache_gib": 0.125})
-    )
+    """A fresh engine (not the session's) in vLLM's two-process layout: after unload no engine
+    process is left, a request that was running fails UNAVAILABLE instead of hanging, and new
+    requests are refused."""
+    overrides = {"kv_cache_gib": 0.125, "executor": "mp"}
+    servable = Tiny(LoadSpec("/sax/test/t2", "sax.models.vllm.Tiny", "None", overrides))
     await servable.load()
     assert servable.engine is not None
     # The engine core and its worker run in their own processes, children of this one.
@@ -120,6 +120,23 @@ def test_a_bad_max_num_seqs_is_rejected_by_name(value: object) -> None:
         Tiny(LoadSpec("/sax/test/t", "sax.models.vllm.Tiny", "None", {"max_num_seqs": value}))
     assert err.value.code is Code.INVALID_ARGUMENT
     assert "max_num_seqs" in err.value.message
+
+
+@pytest.mark.parametrize("value", ["threads", "", 1])
+def test_a_bad_executor_is_rejected_by_name(value: object) -> None:
+    with pytest.raises(SaxError) as err:
+        Tiny(LoadSpec("/sax/test/t", "sax.models.vllm.Tiny", "None", {"executor": value}))
+    assert err.value.code is Code.INVALID_ARGUMENT
+    assert "executor" in err.value.message
+
+
+def test_the_executor_override_reaches_the_engine_settings() -> None:
+    def settings(overrides: dict[str, object]) -> EngineSettings:
+        servable = Tiny(LoadSpec("/sax/test/t", "sax.models.vllm.Tiny", "None", overrides))
+        return servable.engine_settings(servable.model_dir())
+
+    assert settings({}).executor == "auto"
+    assert settings({"executor": "mp"}).executor == "mp"
 
 
 def test_max_num_seqs_is_left_to_vllm_unless_set() -> None:
