@@ -250,11 +250,12 @@ def resolve_executor(executor: str, *, cpu: bool, tensor_parallel_size: int) -> 
     ``auto`` on a CPU with one worker is ``uni``: the model runs in the engine-core process.
     vLLM's CPU platform always starts a worker process instead (``mp``), and its engine core
     then busy-waits (``sched_yield``) for each step's result: a whole core spent waiting, which
-    on a small host is the core the HTTP front-end and its clients need. On 2 cores, ``uni``
-    served the tiny model at 1.7x (streamed 2.2x) ``vllm serve``'s tokens/s at 32 concurrent
-    requests (bench/RESULTS.md). Elsewhere ``auto`` leaves the choice to vLLM (``uni`` for one
-    GPU). Pure; raises ValueError naming ``executor`` for an unknown value or ``uni`` with
-    several workers.
+    on a small host is the core the HTTP front-end and its clients need, and the worker's
+    OpenMP threads are bound to the cores left. On 2 cores, with ``uni``, sax served SmolLM2 at
+    1.5x ``vllm serve``'s tokens/s at 32 concurrent requests (streamed 1.7x) and the tiny model
+    at 3.0x (streamed 1.2x) (bench/RESULTS.md). Elsewhere ``auto`` leaves the choice to vLLM
+    (``uni`` for one GPU). Pure; raises ValueError naming ``executor`` for an unknown value or
+    ``uni`` with several workers.
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor={executor!r}: expected one of {', '.join(EXECUTORS)}")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from prometheus_client import Metric
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from sax.backends import vllm_engine
 from sax.backends.vllm_engine import EngineSettings, VllmEngine
@@ -93,6 +93,14 @@ class VllmServableConfig(SamplingConfig):
     seed: int = 0
     # Decode to the step limit even past EOS: fixed-length outputs for benchmarks and load tests.
     ignore_eos: bool = False
+
+    @field_validator("executor")
+    @classmethod
+    def _one_worker_for_uni(cls, executor: str, info: ValidationInfo) -> str:
+        workers = info.data.get("tensor_parallel_size", 1)
+        if executor == "uni" and workers > 1:
+            raise ValueError(f"'uni' runs one worker, not tensor_parallel_size={workers}")
+        return executor
 
 
 def count_params(config: Mapping[str, Any]) -> int:

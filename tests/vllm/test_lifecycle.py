@@ -130,6 +130,14 @@ def test_a_bad_executor_is_rejected_by_name(value: object) -> None:
     assert "executor" in err.value.message
 
 
+def test_uni_with_several_workers_is_rejected_by_name() -> None:
+    overrides = {"executor": "uni", "tensor_parallel_size": 2}
+    with pytest.raises(SaxError) as err:
+        Tiny(LoadSpec("/sax/test/t", "sax.models.vllm.Tiny", "None", overrides))
+    assert err.value.code is Code.INVALID_ARGUMENT
+    assert "executor" in err.value.message and "tensor_parallel_size=2" in err.value.message
+
+
 def test_the_executor_override_reaches_the_engine_settings() -> None:
     def settings(overrides: dict[str, object]) -> EngineSettings:
         servable = Tiny(LoadSpec("/sax/test/t", "sax.models.vllm.Tiny", "None", overrides))
