@@ -78,8 +78,8 @@ class VllmServableConfig(SamplingConfig):
     ``executor`` is how vLLM runs the model: ``uni`` in the engine-core process, ``mp`` in a
     worker process of its own (vLLM's only layout on CPUs, bound to cores by
     ``$VLLM_CPU_OMP_THREADS_BIND``), ``auto`` (the default) ``uni`` on a CPU with one worker
-    and vLLM's choice elsewhere (`vllm_engine.resolve_executor`). An unknown value fails the
-    load by name.
+    and vLLM's choice elsewhere (`vllm_engine.resolve_executor`). An unknown value, or ``uni``
+    with more than one worker, fails the load by name.
     """
 
     dtype: str = "auto"
