@@ -76,9 +76,10 @@ MODEL = "minilm"  # the model's short name on both servers
 DIM = 384
 # vLLM's server pins its engine's worker process to core 0 (``VLLM_CPU_OMP_THREADS_BIND=auto``
 # keeps the other cores for the front end), and the worker and the engine core each spin on
-# their shared-memory queue for 1 s after each step (``SpinCondition.busy_loop_s``; sax runs the
-# model in the engine core, `vllm_engine.resolve_executor`): right after one side's request, the other side's request
-# shared a core with a spinning thread and took up to 1 s instead of ~60 ms.
+# their shared-memory queue for 1 s after each step (``SpinCondition.busy_loop_s``; sax runs
+# the model in the engine core, `vllm_engine.resolve_executor`): right after one side's
+# request, the other side's request shared a core with a spinning thread and took up to 1 s
+# instead of ~60 ms.
 # Each mode's turn starts after this many idle seconds.
 SETTLE_S = 3.0
 
