@@ -80,6 +80,12 @@ class VllmServableConfig(SamplingConfig):
     ``$VLLM_CPU_OMP_THREADS_BIND``), ``auto`` (the default) ``uni`` on a CPU with one worker
     and vLLM's choice elsewhere (`vllm_engine.resolve_executor`). An unknown value, or ``uni``
     with more than one worker, fails the load by name.
+
+    ``cpu_threads`` is the number of OpenMP threads the model runs on where it runs in the
+    engine-core process (a CPU, ``executor`` ``auto`` or ``uni``). Unset, every CPU the model
+    server may use, except one thread for a model too small to gain from more
+    (`vllm_engine.resolve_cpu_threads`). With ``executor=mp`` it is refused at publish, and a
+    load on a GPU fails by name: vLLM's worker processes bind their own threads.
     """
 
     dtype: str = "auto"
@@ -90,6 +96,7 @@ class VllmServableConfig(SamplingConfig):
     tensor_parallel_size: int = 1
     enforce_eager: bool | None = None
     executor: Literal["auto", "uni", "mp"] = "auto"
+    cpu_threads: int | None = Field(default=None, ge=1)
     seed: int = 0
     # Decode to the step limit even past EOS: fixed-length outputs for benchmarks and load tests.
     ignore_eos: bool = False
@@ -101,6 +108,15 @@ class VllmServableConfig(SamplingConfig):
         if executor == "uni" and workers > 1:
             raise ValueError(f"'uni' runs one worker, not tensor_parallel_size={workers}")
         return executor
+
+    @field_validator("cpu_threads")
+    @classmethod
+    def _threads_for_the_engine_core(cls, threads: int | None, info: ValidationInfo) -> int | None:
+        if threads is not None and info.data.get("executor") == "mp":
+            raise ValueError(
+                "set for the engine-core process; executor='mp' workers bind their own"
+            )
+        return threads
 
 
 def count_params(config: Mapping[str, Any]) -> int:
@@ -187,6 +203,7 @@ class VllmServable(Servable):
             tensor_parallel_size=cfg.tensor_parallel_size,
             enforce_eager=cfg.enforce_eager,
             executor=cfg.executor,
+            cpu_threads=cfg.cpu_threads,
             load_format=self.load_format(),
             seed=cfg.seed,
             served_model_name=self.spec.model_id,

@@ -1,12 +1,25 @@
 """Where vLLM runs the model: in the engine-core process on a CPU (``uni``), unless asked for a
-worker process (``mp``)."""
+worker process (``mp``); and on how many OpenMP threads it runs there."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import psutil
 import pytest
 
-from sax.backends.vllm_engine import EngineSettings, engine_args, resolve_executor
+from sax.backends import vllm_cpu_worker
+from sax.backends.vllm_engine import (
+    CPU_WORKER_CLS,
+    SMALL_MODEL_MATMUL,
+    THREADS_KEY,
+    EngineSettings,
+    engine_args,
+    model_matmul,
+    resolve_cpu_threads,
+    resolve_executor,
+)
 from sax.models.vllm import Tiny
 
 
@@ -52,5 +65,61 @@ async def test_the_shared_engine_runs_its_model_in_the_engine_core(tiny: Tiny) -
         p for p in core.children(recursive=True) if "Worker" in (p.name() + " ".join(p.cmdline()))
     ]
     assert workers == []
+    samples = await tiny.generate("hello", tiny.sampling({"per_example_max_decode_steps": 4}))
+    assert samples[0].num_tokens == 4
+
+
+@pytest.mark.parametrize(
+    ("requested", "cpus", "matmul", "threads"),
+    [
+        (None, 2, 128 * 256, 1),  # the tiny test model: one thread
+        (None, 2, SMALL_MODEL_MATMUL - 1, 1),
+        (None, 2, SMALL_MODEL_MATMUL, 2),
+        (None, 2, 576 * 1536, 2),  # SmolLM2: every core
+        (None, 16, 1536 * 8960, 16),
+        (None, 4, None, 4),  # unknown shape: every core
+        (None, 0, None, 1),
+        (3, 2, 128 * 256, 3),  # the override wins either way
+        (1, 16, 1536 * 8960, 1),
+    ],
+)
+def test_cpu_threads_are_every_core_but_one_for_a_small_model(
+    requested: int | None, cpus: int, matmul: int | None, threads: int
+) -> None:
+    assert resolve_cpu_threads(requested, cpus=cpus, matmul=matmul) == threads
+
+
+def test_the_matmul_comes_from_the_config_with_its_overrides(tmp_path: Path) -> None:
+    assert model_matmul(str(tmp_path), {}) is None  # no config.json
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 64, "intermediate_size": 96}))
+    assert model_matmul(str(tmp_path), {}) == 64 * 96
+    assert model_matmul(str(tmp_path), {"intermediate_size": 128}) == 64 * 128
+    nested = {"text_config": {"hidden_size": 8, "intermediate_size": 16}, "hidden_size": 1}
+    (tmp_path / "config.json").write_text(json.dumps(nested))
+    assert model_matmul(str(tmp_path), {}) == 8 * 16
+    (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 64}))
+    assert model_matmul(str(tmp_path), {}) is None
+
+
+def test_the_engine_args_carry_the_thread_count_to_sax_s_worker(tiny: Tiny) -> None:
+    model = tiny.engine_settings(tiny.model_dir()).model
+    args = engine_args(EngineSettings(model=model))
+    assert args.worker_cls == CPU_WORKER_CLS == f"{vllm_cpu_worker.__name__}.CPUWorker"
+    assert args.additional_config == {THREADS_KEY: 1}
+    assert engine_args(EngineSettings(model=model, cpu_threads=2)).additional_config == {
+        THREADS_KEY: 2
+    }
+    mp = engine_args(EngineSettings(model=model, executor="mp"))
+    assert mp.worker_cls == "auto" and not mp.additional_config
+    with pytest.raises(ValueError, match="cpu_threads=2"):
+        engine_args(EngineSettings(model=model, executor="mp", cpu_threads=2))
+
+
+async def test_the_shared_engine_runs_the_tiny_model_on_one_thread(tiny: Tiny) -> None:
+    """The tiny model is under `SMALL_MODEL_MATMUL`: its engine core runs one OpenMP thread
+    (the runtime's default would be one per CPU), set by sax's worker before vLLM's set-up."""
+    engine = tiny.engine
+    assert engine is not None
+    assert await engine._engine.collective_rpc("cpu_threads") == [1]
     samples = await tiny.generate("hello", tiny.sampling({"per_example_max_decode_steps": 4}))
     assert samples[0].num_tokens == 4

@@ -138,6 +138,21 @@ def test_uni_with_several_workers_is_rejected_by_name() -> None:
     assert "executor" in err.value.message and "tensor_parallel_size=2" in err.value.message
 
 
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"cpu_threads": 0}, "cpu_threads"),
+        ({"cpu_threads": "all"}, "cpu_threads"),
+        ({"executor": "mp", "cpu_threads": 2}, "executor='mp'"),
+    ],
+)
+def test_a_bad_cpu_threads_is_rejected_by_name(overrides: dict[str, object], named: str) -> None:
+    with pytest.raises(SaxError) as err:
+        Tiny(LoadSpec("/sax/test/t", "sax.models.vllm.Tiny", "None", overrides))
+    assert err.value.code is Code.INVALID_ARGUMENT
+    assert "cpu_threads" in err.value.message and named in err.value.message
+
+
 def test_the_executor_override_reaches_the_engine_settings() -> None:
     def settings(overrides: dict[str, object]) -> EngineSettings:
         servable = Tiny(LoadSpec("/sax/test/t", "sax.models.vllm.Tiny", "None", overrides))
@@ -145,6 +160,8 @@ def test_the_executor_override_reaches_the_engine_settings() -> None:
 
     assert settings({}).executor == "auto"
     assert settings({"executor": "mp"}).executor == "mp"
+    assert settings({}).cpu_threads is None
+    assert settings({"cpu_threads": 2}).cpu_threads == 2
 
 
 def test_max_num_seqs_is_left_to_vllm_unless_set() -> None:
