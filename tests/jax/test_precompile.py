@@ -46,6 +46,17 @@ class CompileEvents:
             self.seen.append(event)
 
 
+def test_the_load_runs_every_bucket_a_lone_request_reaches(small_tiny: Tiny) -> None:
+    """An executable's first run resolves its kernels (tenths of a second on a CPU), so the
+    load runs each decode bucket and each single-prompt prefill once; batched prefills are
+    compiled only."""
+    engine = small_tiny._engine()
+    decode = {k for k in engine.generation_buckets() if k[0] == "decode"}
+    lone = {("prefill", 1, t) for t in engine.length_buckets}
+    assert engine.warmed_buckets == decode | lone
+    assert ("prefill", 2, 16) not in engine.warmed_buckets
+
+
 async def test_requests_of_every_bucket_compile_nothing_after_load(small_tiny: Tiny) -> None:
     engine = small_tiny._engine()
     assert engine.compile_count == len(engine.generation_buckets()) == 10

@@ -28,7 +28,6 @@ import heapq
 import queue
 import secrets
 import threading
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -55,9 +54,6 @@ class EngineConfig:
     min_bucket: int = 16  # smallest length bucket
     max_prefill_batch: int = 4
     topology: str = "1"
-
-
-WARM_RUN_S = 0.2  # `Engine.precompile` runs prefills once until one takes this long
 
 
 def buckets(lo: int, hi: int, midpoints: bool = False) -> tuple[int, ...]:
@@ -207,6 +203,7 @@ class Engine:
         self.batch_buckets = buckets(1, c.num_slots)
         self.prefill_buckets = buckets(1, min(c.max_prefill_batch, c.num_slots))
         self._compiled: dict[tuple[Any, ...], Any] = {}
+        self._warmed: set[tuple[str, int, int]] = set()  # buckets `precompile` ran once
         self._alloc_state()
         # host-side per-slot step inputs
         s = c.num_slots
@@ -259,6 +256,11 @@ class Engine:
     @property
     def compile_count(self) -> int:
         return len(self._compiled)
+
+    @property
+    def warmed_buckets(self) -> frozenset[tuple[str, int, int]]:
+        """The `generation_buckets` keys `precompile` ran once on dummy inputs."""
+        return frozenset(self._warmed)
 
     @property
     def max_compiles(self) -> int:
@@ -352,13 +354,16 @@ class Engine:
 
     def precompile(self, workers: int = 1) -> Generator[tuple[int, int]]:
         """Compiles every `generation_buckets` executable on `workers` threads, then runs the
-        cheap ones once; yields ``(done, total)`` steps as it goes.
+        ones a lone request reaches once; yields ``(done, total)`` steps as it goes.
 
-        An executable's first run costs more than later ones (XLA resolves its kernels then,
-        milliseconds), so each then runs once on dummy inputs: padding rows that write nowhere,
-        zeros in slots no request holds yet. Decode steps all run; prefills run smallest first
-        until one takes `WARM_RUN_S`, beyond which that cost is noise in a prefill's own time
-        and running them all would cost more than compiling them.
+        An executable's first run costs more than later ones: XLA resolves its kernels then,
+        0.15-0.45 s per executable for SmolLM2 on a 2-core CPU, against 0.03-0.2 s for a
+        single-prompt prefill's own run (bench/RESULTS.md). So each decode bucket and each
+        single-prompt prefill bucket (one per length bucket) then runs once on dummy inputs:
+        padding rows that write nowhere, zeros in slots no request holds yet. Prefills of
+        several prompts at once, which only a burst of requests reaches and whose own time is
+        longer, are compiled and left to their first use: running them all would add tens of
+        seconds to every load.
 
         Called before `start` (the engine thread owns the state afterwards), so that no
         generate request waits for XLA. Closing the iterator early cancels the compiles not yet
@@ -370,7 +375,8 @@ class Engine:
         if self._thread is not None:
             raise RuntimeError("precompile runs before the engine thread starts")
         keys = self.generation_buckets()
-        total = 2 * len(keys)
+        runs = [key for key in keys if key[0] == "decode" or key[1] == 1]
+        total = len(keys) + len(runs)
         with ThreadPoolExecutor(max(1, workers), thread_name_prefix="jax-compile") as pool:
             futures = [pool.submit(self._warm_bucket, *key) for key in keys]
             try:
@@ -380,13 +386,9 @@ class Engine:
             finally:
                 for future in futures:
                     future.cancel()
-        runs = sorted(keys, key=lambda k: (k[0] == "prefill", k[1] * k[2]))
-        for done, (kind, nb, length) in enumerate(runs, len(keys) + 1):
-            start = time.perf_counter()
-            self._warm_bucket(kind, nb, length, run=True)
+        for done, key in enumerate(runs, len(keys) + 1):
+            self._warm_bucket(*key, run=True)
             yield done, total
-            if kind == "prefill" and time.perf_counter() - start >= WARM_RUN_S:
-                return
 
     def _warm_bucket(self, kind: str, nb: int, length: int, run: bool = False) -> None:
         if kind == "prefill":
@@ -408,6 +410,7 @@ class Engine:
         if run:
             self._cache_k, self._cache_v, self._tokens, *out = exe(*args)
             [np.asarray(x) for x in out]  # the host copy too, as `_process` makes it
+            self._warmed.add((kind, nb, length))
 
     def _put(self, x: np.ndarray) -> jax.Array:
         return jax.device_put(x, self._repl)
