@@ -5,7 +5,8 @@ and a ``sax model-server`` with the test backend), publishes the ``Echo`` test s
 times each command end to end as a user runs it (process start, imports, the admin or replica
 round trip, output), so the figure is the CLI's own cost, not an engine's:
 
-- with ``hyperfine`` when it is installed (``--warmup 2``, ``--runs N``): its mean and median;
+- with ``hyperfine`` when it is installed (the ``dev`` extra installs it beside this
+  interpreter; ``--warmup 2``, ``--runs N``): its mean and median;
 - with ``subprocess`` timing in Python (same commands, N runs): median and p90;
 - ``python -c pass`` on the same interpreter: the floor any Python CLI pays.
 
@@ -34,6 +35,8 @@ from typing import Any
 from data_plane import BIN, REPO, configure_cell, free_port, pct, process, wait_http
 
 TARGET_S = 0.3
+# The dev extra's hyperfine sits beside this interpreter, which need not be on PATH.
+HYPERFINE = shutil.which("hyperfine", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
 
 
 def commands(root: Path, cell: str, baseline: str | None) -> dict[str, list[str]]:
@@ -86,13 +89,15 @@ def time_subprocess(cmd: list[str], runs: int, reset: Any = None) -> dict[str, f
 
 def time_hyperfine(cmd: list[str], runs: int, prepare: str | None, work: Path) -> dict[str, float]:
     out = work / "hyperfine.json"
-    args = ["hyperfine", "--warmup", "2", "--runs", str(runs), "-N", "--export-json", str(out)]
+    assert HYPERFINE is not None
+    args = [HYPERFINE, "--warmup", "2", "--runs", str(runs), "-N", "--export-json", str(out)]
     if prepare:
         args += ["--prepare", prepare, "-S", "/bin/sh"]
         args.remove("-N")
     subprocess.run([*args, subprocess.list2cmdline(cmd)], check=True, capture_output=True)
     [result] = json.loads(out.read_text())["results"]
-    return {"mean_s": round(result["mean"], 3), "median_s": round(result["median"], 3)}
+    wall = result.get("summary", {}).get("time_wall_clock", result)  # hyperfine 2's layout, 1's
+    return {"mean_s": round(wall["mean"], 3), "median_s": round(wall["median"], 3)}
 
 
 def main() -> None:
@@ -114,7 +119,7 @@ def main() -> None:
         "runs": args.runs,
         "cpus": os.cpu_count(),
         "load_1m": round(os.getloadavg()[0], 2),
-        "hyperfine": bool(shutil.which("hyperfine")),
+        "hyperfine": HYPERFINE is not None,
     }
     server = [sax, "model-server", *common, "--port", str(server_port), "--backends", "test"]
     with (

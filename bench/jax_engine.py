@@ -4,10 +4,12 @@ Run by hand; prints ONE JSON line. Both sides decode greedily on the same float3
 produce exactly ``--max-tokens`` tokens per request (EOS ignored), so throughput compares the
 same work, prefill included. The load compiles every generate bucket (``compiled_at_load``);
 ``first_vs_warm`` is the latency of the first request after the load over the median of the same
-request repeated warm (target <= 1.0x). Warm-up waves of each level run before its measured ones
+request repeated warm (target <= 1.0x), with both requests' TTFT (``first_ttft_s``,
+``warm_ttft_s``). Warm-up waves of each level run before its measured ones
 (``warmup_s``; ``new_compiles_when_warm`` should stay 0). TTFT is the median time from
 submitting a wave to each request's first streamed text. ``--reload`` loads the servable a second
-time, as a restart would, so ``reload_s`` shows what the persistent compilation cache saves.
+time, as a restart would, so ``reload_s`` shows what the persistent compilation cache saves,
+and measures ``first_vs_warm`` again after it (``after_reload``).
 
     .venv/bin/python bench/jax_engine.py                 # SmolLM2-135M, 1 and 32 concurrent
     .venv/bin/python bench/jax_engine.py --model tiny    # the tiny random Llama
@@ -82,15 +84,19 @@ async def first_vs_warm(servable: JaxLM, max_tokens: int, repeats: int = 3) -> d
     """The first request after LOADED, then the same request `repeats` times warm."""
     [prompt] = prompts(servable, 1)
 
-    async def once() -> float:
-        return (await jax_wave(servable, [prompt], max_tokens))["wall_s"]
+    async def once() -> tuple[float, float]:
+        wave = await jax_wave(servable, [prompt], max_tokens)
+        return wave["wall_s"], wave["ttft_p50_s"]
 
-    first = await once()
-    warm = statistics.median([await once() for _ in range(repeats)])
+    first, first_ttft = await once()
+    warm_runs = [await once() for _ in range(repeats)]
+    warm = statistics.median(w for w, _ in warm_runs)
     return {
         "first_request_s": first,
         "warm_request_s": warm,
         "first_vs_warm": round(first / warm, 2),
+        "first_ttft_s": first_ttft,
+        "warm_ttft_s": statistics.median(t for _, t in warm_runs),
     }
 
 
@@ -253,6 +259,7 @@ async def main() -> None:
         t0 = time.perf_counter()
         await again.load()
         result["reload_s"] = round(time.perf_counter() - t0, 2)
+        result["after_reload"] = await first_vs_warm(again, args.max_tokens)
         await again.unload()
     if not args.no_vllm:
         # After the JAX engine is gone, so the two never share the cores.
