@@ -92,7 +92,7 @@ def time_hyperfine(cmd: list[str], runs: int, prepare: str | None, work: Path) -
     assert HYPERFINE is not None
     args = [HYPERFINE, "--warmup", "2", "--runs", str(runs), "-N", "--export-json", str(out)]
     if prepare:
-        args += ["--prepare", prepare, "-S", "/bin/sh"]
+        args += ["--prepare", prepare, "--shell=/bin/sh"]
         args.remove("-N")
     subprocess.run([*args, subprocess.list2cmdline(cmd)], check=True, capture_output=True)
     [result] = json.loads(out.read_text())["results"]
