@@ -84,8 +84,8 @@ class VllmServableConfig(SamplingConfig):
     ``cpu_threads`` is the number of OpenMP threads the model runs on where it runs in the
     engine-core process (a CPU, ``executor`` ``auto`` or ``uni``). Unset, every CPU the model
     server may use, except one thread for a model too small to gain from more
-    (`vllm_engine.resolve_cpu_threads`). With ``executor=mp`` it is refused at publish, and a
-    load on a GPU fails by name: vLLM's worker processes bind their own threads.
+    (`vllm_engine.resolve_cpu_threads`). With ``executor=mp``, or on a GPU, it fails the load by
+    name: vLLM's worker processes bind their own threads.
     """
 
     dtype: str = "auto"
