@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import functools
 import itertools
+import json
 import math
 import os
 import threading
@@ -303,8 +304,6 @@ def resolve_cpu_threads(requested: int | None, *, cpus: int, matmul: int | None)
 def model_matmul(model_dir: str, hf_overrides: Mapping[str, Any]) -> int | None:
     """Hidden size x intermediate size from a model directory's ``config.json`` (its text
     config for multimodal models), with `hf_overrides` applied; None when either is missing."""
-    import json
-
     try:
         with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
             config = json.load(f)
