@@ -268,6 +268,17 @@ class JoinRequest(Request):
         description="the server is leaving: stop routing to it and place nothing there; the"
         " reply is the last one it waits for",
     )
+    incarnation: str = Field(
+        default="",
+        description="this server process's id, new at each start; with seq it orders the"
+        " server's joins ('' leaves them unordered)",
+    )
+    seq: int = Field(
+        default=0,
+        ge=0,
+        description="the join's number within its incarnation, rising; the admin refuses"
+        " (CANCELLED) a join that is not newer than one it has recorded",
+    )
 
 
 class Assignment(Response):

@@ -8,7 +8,9 @@ assignment (`Fleet.join`, top to bottom below):
 2. A draining server leaves at once: its session ends, so watchers stop routing to it and its
    replicas are re-placed before its port closes; its last reply assigns nothing.
 3. A live session is continued only by the principal that opened it and with the same data
-   address (`_check_same_server`), so one server cannot take over another's session.
+   address (`_check_same_server`), so one server cannot take over another's session. A join
+   that its server has superseded (`superseded`: a lower number of the same incarnation, sent
+   before the server gave it up for a fresher report) is refused, so it cannot undo that report.
 4. The reports are recorded (`_note_reports`): load failures and successes of models assigned
    to that server with the published uuid, and which servers hold what.
 5. Placement is asked for when what the server holds or can hold changed (`JoinChange`); a new
@@ -59,6 +61,16 @@ def held_models(request: JoinRequest) -> frozenset[tuple[str, str]]:
     """(model id, uuid) of every model the server reports that it is not unloading."""
     return frozenset(
         (m.model_id, m.uuid) for m in request.models if m.status != ReplicaStatus.UNLOADING
+    )
+
+
+def superseded(last: JoinRequest, request: JoinRequest) -> bool:
+    """Whether `request` is a join its server already replaced by `last` (same incarnation,
+    a number not above last's): a join the server gave up on, arriving late."""
+    return (
+        bool(request.incarnation)
+        and request.incarnation == last.incarnation
+        and request.seq <= last.seq
     )
 
 
@@ -249,6 +261,13 @@ class Fleet:
         fresh = session is None
         if session is not None:
             _check_same_server(session, request, principal)
+            if superseded(session.request, request):
+                # Its report is older than the one recorded: it must not undo it.
+                raise SaxError(
+                    Code.CANCELLED,
+                    f"join {request.seq} of {request.address} came after its join"
+                    f" {session.request.seq}; the server gave it up",
+                )
         if request.draining:
             return await self._leave(session, settle)
         if session is None:

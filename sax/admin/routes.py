@@ -34,19 +34,22 @@ from sax.schemas import (
 )
 
 
-def _cell(request: Request) -> Cell:
+# The dependencies are coroutines: a plain function would run on the thread pool, and two
+# joins of one server could then overtake each other on their way to the cell.
+async def _cell(request: Request) -> Cell:
     cell: Cell = request.app.state.cell
     return cell
 
 
-def _auth(request: Request) -> AuthSource:
+async def _auth(request: Request) -> AuthSource:
     auth: AuthSource = request.app.state.auth
     return auth
 
 
 async def _access(request: Request, credentials: Credentials) -> Access:
     token = credentials.credentials if credentials else None
-    return Access(await _auth(request).current(), token)
+    auth: AuthSource = request.app.state.auth
+    return Access(await auth.current(), token)
 
 
 CellDep = Annotated[Cell, Depends(_cell)]

@@ -4,7 +4,9 @@ The loop finds the leader admin through ``location.json``, POSTs a `JoinRequest`
 platform, servable model paths with their memory estimates, tags, and a report of every model
 it holds), applies the reply's assignment and polls again at once. The admin holds a join up to
 its poll timeout when nothing changed, so the HTTP timeout here is well above it. When a local
-model status changes, the in-flight poll is cancelled and a fresh join carries the news.
+model status changes, the in-flight poll is cancelled and a fresh join carries the news. Each
+join carries the process's incarnation and a rising number, so a given-up join that reaches the
+admin after its successor is refused instead of undoing the fresher report.
 
 On a connection error, a 5xx (a standby or deposed admin answers 503) or any other failure, the
 loop re-reads ``location.json`` and retries with jittered backoff capped near 1 s, so it follows
@@ -19,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import time
+import uuid
 
 import httpx
 
@@ -62,6 +66,8 @@ class JoinLoop:
         self.joins = 0  # successful replies, for status and tests
         self._wake = asyncio.Event()
         self._joined: tuple[str, str] = ("", "")  # (admin address, admin_id) last joined
+        self.incarnation = uuid.uuid4().hex  # with the rising seq, orders this process's joins
+        self._seq = itertools.count(1)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -86,6 +92,8 @@ class JoinLoop:
             admin_id=server.admin_id,
             backend_errors=dict(server.backend_errors),
             draining=server.draining,
+            incarnation=self.incarnation,
+            seq=next(self._seq),
         )
 
     async def run(self) -> None:

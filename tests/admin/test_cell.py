@@ -358,6 +358,35 @@ async def test_a_restarted_server_is_sent_its_assignment_again() -> None:
         assert assigned(await quick(cell, jreq("s0", admin_id=""))) == [M]
 
 
+async def test_a_join_that_arrives_after_its_successor_is_refused() -> None:
+    """A server gives up a join when a status changes (LOADING -> LOADED) and sends a fresh
+    one; if the given-up one reaches the cell last, it must not turn LOADED back into LOADING."""
+    async with running(join_poll_timeout_s=5) as cell:
+        await cell.publish(pub())
+        one = {"incarnation": "a", "admin_id": ""}
+        await quick(cell, jreq("s0", seq=1, **one))
+        newer = asyncio.create_task(cell.join(jreq("s0", rep(cell, L), seq=3, incarnation="a")))
+        assert (await cell.wait("m", 1, timeout_s=2)).ready_replicas == 1
+        with pytest.raises(SaxError) as refused:
+            await cell.join(jreq("s0", rep(cell, ING), seq=2, incarnation="a"))
+        assert refused.value.code == Code.CANCELLED
+        assert "join 2 of s0 came after its join 3" in refused.value.message
+        with pytest.raises(SaxError):  # the same number again is no newer
+            await cell.join(jreq("s0", rep(cell, ING), seq=3, incarnation="a"))
+        info = await cell.get("m")
+        assert [(r.server, r.status) for r in info.replicas] == [("s0", L)]
+        assert info.ready_replicas == 1 and not newer.done()
+        # A new process at the same address starts its own numbering, and so does a server
+        # that sends none: both are recorded.
+        restarted = await quick(cell, jreq("s0", seq=1, incarnation="b", admin_id=""))
+        assert assigned(restarted) == [M]
+        assert [r.status for r in (await cell.get("m")).replicas] == [None]
+        unordered = asyncio.create_task(cell.join(jreq("s0", rep(cell, L))))
+        assert (await cell.wait("m", 1, timeout_s=2)).ready_replicas == 1
+        assert newer.done()  # the old process's held join ended when the new one joined
+        unordered.cancel()
+
+
 async def test_models_that_are_not_published_are_left_out_to_unload() -> None:
     async with running() as cell:
         await cell.publish(pub())

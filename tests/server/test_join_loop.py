@@ -159,3 +159,6 @@ async def test_join_retries_a_503_and_paces_an_admin_that_never_holds(tmp_path: 
     assert server.admin_id == "quick"
     assert seen[-1].admin_id == "quick" and seen[0].admin_id == ""
     assert 4 <= len(seen) <= 10, len(seen)  # unpaced, it would be hundreds
+    # One incarnation, numbered in order, retries included: the admin can tell a late one.
+    assert len({r.incarnation for r in seen}) == 1 and seen[0].incarnation
+    assert [r.seq for r in seen] == list(range(1, len(seen) + 1))
