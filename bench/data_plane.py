@@ -13,7 +13,7 @@ different machines. Offline runs last, alone (``--offline``).
   start on a shared one). Only sampling is pinned (per request: greedy, exactly `--tokens`
   tokens, EOS ignored);
 - ``same``: both sides with the same explicit engine settings (dtype ``auto``, context, KV cache,
-  eager mode, stats on, Intel OpenMP preloaded on x86 as sax does for its engines).
+  eager mode, stats on).
 
 `--model`: ``tiny`` (a 2-layer Llama built in-process), ``smollm2`` (SmolLM2-135M-Instruct's
 shipped weights), or the seed's servables with checkpoint ``None``, ``qwen1p5b`` and ``gemma4b``
@@ -416,13 +416,10 @@ def vllm_engine_flags(args: argparse.Namespace) -> list[str]:
 
 
 def vllm_server_env(args: argparse.Namespace) -> dict[str, str]:
-    """vLLM server's environment: offline; with ``same``, also the Intel OpenMP preload that sax
-    gives its engines on x86 (vLLM's CPU guide asks for it; a plain `vllm serve` lacks it)."""
-    env = {"HF_HUB_OFFLINE": "1"}
-    library = Path(sys.prefix) / "lib" / "libiomp5.so"
-    if args.settings == "same" and library.is_file() and "LD_PRELOAD" not in os.environ:
-        env["LD_PRELOAD"] = str(library)
-    return env
+    """vLLM server's environment: offline. The OpenMP runtime and allocator are vLLM's own
+    choice on both sides (its CPU platform preloads them for the engine processes)."""
+    del args
+    return {"HF_HUB_OFFLINE": "1"}
 
 
 def openai_modes(http: httpx.AsyncClient, tokens: int) -> tuple[Request, Request]:

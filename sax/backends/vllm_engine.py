@@ -143,21 +143,9 @@ def prepare_process(compile_cache: str | os.PathLike[str] | None = None) -> None
         # has no attribute 'finalize_loading'"), so with AOT on every load compiled from scratch
         # (~75 s for SmolLM2 on 2 cores); the inductor path reuses its cache (~35 s).
         os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
-        _preload_intel_openmp()
-
-
-def _preload_intel_openmp() -> None:
-    """Engine processes on x86 CPUs load Intel's OpenMP runtime first (``LD_PRELOAD``), as vLLM's
-    CPU guide asks for best performance (on 2 cores: ~7% lower latency, ~6% more tokens/s for
-    SmolLM2). Engine cores are spawned, so they inherit it; this process is unaffected. Only when
-    the ``intel-openmp`` package that vLLM's CPU build installs is present, and never over a
-    ``LD_PRELOAD`` the user set."""
-    import platform
-    import sys
-
-    library = os.path.join(sys.prefix, "lib", "libiomp5.so")
-    if platform.machine() in ("x86_64", "AMD64") and os.path.isfile(library):
-        os.environ.setdefault("LD_PRELOAD", library)
+        # The OpenMP runtime is vLLM's own choice: its CPU platform preloads torch's GNU
+        # OpenMP (and tcmalloc) for the engine processes, as for `vllm serve`. Intel's runtime
+        # measured no faster for sax's engines (bench/RESULTS.md, "The OpenMP runtime").
 
 
 def _use_compile_cache(directory: str) -> None:

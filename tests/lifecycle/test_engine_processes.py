@@ -99,6 +99,18 @@ def test_models_published_at_once_on_a_cold_cache_all_serve(cold: ColdCell) -> N
     assert cold.status().backend_errors == {}
 
 
+def test_engines_run_the_openmp_runtime_vllm_serve_runs(cold: ColdCell) -> None:
+    """The model server leaves the OpenMP runtime to vLLM's CPU platform, as `vllm serve` does:
+    torch's GNU OpenMP is preloaded into every engine core, and Intel's runtime is not loaded."""
+    pids = cold.status().engine_pids
+    for name in ("smollm", "minilm"):
+        (pid,) = pids[f"/sax/test/{name}"]
+        maps = [m.path for m in psutil.Process(pid).memory_maps() if m.path]
+        libraries = {os.path.basename(path) for path in maps}
+        assert any(lib.startswith("libgomp") for lib in libraries), (name, sorted(libraries))
+        assert not any(lib.startswith("libiomp") for lib in libraries), name
+
+
 def _stream_until_error(address: str, started: threading.Event, outcome: dict[str, object]) -> None:
     body = {"text": "Count from one to five hundred.", "extra_inputs": {"max_decode_steps": 1500}}
     try:
