@@ -415,10 +415,9 @@ def vllm_engine_flags(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def vllm_server_env(args: argparse.Namespace) -> dict[str, str]:
+def vllm_server_env() -> dict[str, str]:
     """vLLM server's environment: offline. The OpenMP runtime and allocator are vLLM's own
     choice on both sides (its CPU platform preloads them for the engine processes)."""
-    del args
     return {"HF_HUB_OFFLINE": "1"}
 
 
@@ -596,7 +595,7 @@ async def vllm_server_system(
         *vllm_engine_flags(args),
     ]
     result["vllm_server_cmd"] = " ".join(cmd[1:]).replace(str(model_dir), "MODEL_DIR")
-    env = vllm_server_env(args)
+    env = vllm_server_env()
     result["vllm_server_preload"] = "LD_PRELOAD" in env
     with process(cmd, log, env=env):
         start = time.perf_counter()

@@ -224,7 +224,7 @@ async def vllm_server(
         *(("--dtype", dtype) if dtype else ()),
     ]
     result["vllm_server_cmd"] = " ".join(cmd[1:]).replace(str(model_dir), "MODEL_DIR")
-    env = vllm_server_env(argparse.Namespace(settings="defaults"))
+    env = vllm_server_env()
     start = time.perf_counter()
     with process(cmd, log, env=env):
         wait_http(f"http://127.0.0.1:{port}/health", 900, log)

@@ -48,8 +48,7 @@ async def _auth(request: Request) -> AuthSource:
 
 async def _access(request: Request, credentials: Credentials) -> Access:
     token = credentials.credentials if credentials else None
-    auth: AuthSource = request.app.state.auth
-    return Access(await auth.current(), token)
+    return Access(await (await _auth(request)).current(), token)
 
 
 CellDep = Annotated[Cell, Depends(_cell)]
