@@ -289,6 +289,21 @@ def resolve_cpu_threads(requested: int | None, *, cpus: int, matmul: int | None)
     return max(1, cpus)
 
 
+# Scheduled tokens per OpenMP thread under which a step runs on fewer threads (`step_threads`).
+STEP_TOKENS_PER_THREAD = 8
+
+
+def step_threads(tokens: int, ceiling: int) -> int:
+    """OpenMP threads for one engine step of `tokens` scheduled tokens, at most `ceiling`.
+
+    One thread per `STEP_TOKENS_PER_THREAD` tokens, at least one. On 2 cores SmolLM2's decode
+    step took the same time on one thread as on two up to 8 sequences, and 7-8% less on two at
+    32 (bench/RESULTS.md); a second thread's spin-wait takes the core that the HTTP front-end
+    needs to stream each token, so steps that cannot use it run without it. Pure.
+    """
+    return max(1, min(ceiling, tokens // STEP_TOKENS_PER_THREAD))
+
+
 def model_matmul(model_dir: str, hf_overrides: Mapping[str, Any]) -> int | None:
     """Hidden size x intermediate size from a model directory's ``config.json`` (its text
     config for multimodal models), with `hf_overrides` applied; None when either is missing."""

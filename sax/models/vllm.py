@@ -81,10 +81,11 @@ class VllmServableConfig(SamplingConfig):
     and vLLM's choice elsewhere (`vllm_engine.resolve_executor`). An unknown value, or ``uni``
     with more than one worker, fails the load by name.
 
-    ``cpu_threads`` is the number of OpenMP threads the model runs on where it runs in the
+    ``cpu_threads`` is the most OpenMP threads the model runs on where it runs in the
     engine-core process (a CPU, ``executor`` ``auto`` or ``uni``). Unset, every CPU the model
     server may use, except one thread for a model too small to gain from more
-    (`vllm_engine.resolve_cpu_threads`). With ``executor=mp``, or on a GPU, it fails the load by
+    (`vllm_engine.resolve_cpu_threads`). Each step runs on one thread per 8 of its tokens, up to
+    that count (`vllm_engine.step_threads`). With ``executor=mp``, or on a GPU, it fails the load by
     name: vLLM's worker processes bind their own threads.
     """
 

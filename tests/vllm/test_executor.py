@@ -13,14 +13,18 @@ from sax.backends import vllm_cpu_worker
 from sax.backends.vllm_engine import (
     CPU_WORKER_CLS,
     SMALL_MODEL_MATMUL,
+    STEP_TOKENS_PER_THREAD,
     THREADS_KEY,
     EngineSettings,
     engine_args,
     model_matmul,
     resolve_cpu_threads,
     resolve_executor,
+    step_threads,
 )
 from sax.models.vllm import Tiny
+from sax.server.servable import LoadSpec
+from tests.vllm.conftest import TINY_OVERRIDES
 
 
 def test_auto_runs_one_cpu_worker_in_the_engine_core_and_leaves_the_rest_to_vllm() -> None:
@@ -123,3 +127,51 @@ async def test_the_shared_engine_runs_the_tiny_model_on_one_thread(tiny: Tiny) -
     assert await engine._engine.collective_rpc("cpu_threads") == [1]
     samples = await tiny.generate("hello", tiny.sampling({"per_example_max_decode_steps": 4}))
     assert samples[0].num_tokens == 4
+
+
+@pytest.mark.parametrize(
+    ("tokens", "ceiling", "threads"),
+    [
+        (1, 2, 1),  # one request decoding
+        (STEP_TOKENS_PER_THREAD * 2 - 1, 2, 1),
+        (STEP_TOKENS_PER_THREAD * 2, 2, 2),
+        (32, 2, 2),  # 32 requests decoding
+        (4096, 2, 2),  # a long prefill: never over the ceiling
+        (40, 16, 5),
+        (4096, 16, 16),
+        (0, 2, 1),
+        (4096, 1, 1),
+    ],
+)
+def test_a_step_runs_on_a_thread_per_eight_tokens_up_to_the_ceiling(
+    tokens: int, ceiling: int, threads: int
+) -> None:
+    assert step_threads(tokens, ceiling) == threads
+
+
+async def test_each_step_runs_on_the_threads_its_tokens_can_use() -> None:
+    """With a ceiling of 2, one request's decode steps run on one OpenMP thread (the other core
+    is the front-end's), and a step that prefills a long prompt on both."""
+    servable = Tiny(
+        LoadSpec(
+            "/sax/test/tiny2t", "sax.models.vllm.Tiny", "None", {**TINY_OVERRIDES, "cpu_threads": 2}
+        )
+    )
+    await servable.load()
+    try:
+        engine = servable.engine
+        assert engine is not None
+        rpc = engine._engine.collective_rpc
+        assert await rpc("cpu_threads") == [2]
+        decode = servable.sampling({"per_example_max_decode_steps": 8})
+        samples = await servable.generate("hello", decode)
+        assert samples[0].num_tokens == 8
+        (short,) = await rpc("step_threads")
+        assert set(short) == {1} and short[1] >= 8
+        samples = await servable.generate(" ".join(["the story of a red fox"] * 12), decode)
+        assert samples[0].num_tokens == 8
+        (long,) = await rpc("step_threads")
+        assert long[2] >= 1  # the prefill
+        assert long[1] >= short[1] + 7  # its decode steps
+    finally:
+        await servable.unload()
