@@ -296,10 +296,11 @@ STEP_TOKENS_PER_THREAD = 8
 def step_threads(tokens: int, ceiling: int) -> int:
     """OpenMP threads for one engine step of `tokens` scheduled tokens, at most `ceiling`.
 
-    One thread per `STEP_TOKENS_PER_THREAD` tokens, at least one. On 2 cores SmolLM2's decode
-    step took the same time on one thread as on two up to 8 sequences, and 7-8% less on two at
-    32 (bench/RESULTS.md); a second thread's spin-wait takes the core that the HTTP front-end
-    needs to stream each token, so steps that cannot use it run without it. Pure.
+    One thread per `STEP_TOKENS_PER_THREAD` tokens, at least one. On 2 cores the decode steps of
+    SmolLM2 and of a Qwen2 1.5B took the same time on one thread as on two up to 8 sequences,
+    and less on two from 16 or 32 (``bench/step_threads.py``, bench/RESULTS.md); a second
+    thread's spin-wait burns a core, which the HTTP front-end needs to stream each token, so
+    steps that cannot use it run without it. Pure.
     """
     return max(1, min(ceiling, tokens // STEP_TOKENS_PER_THREAD))
 
