@@ -44,11 +44,12 @@ class CPUWorker(cpu_worker.CPUWorker):
         super().init_device()
 
     def execute_model(self, scheduler_output: Any) -> Any:
-        threads = step_threads(scheduler_output.total_num_scheduled_tokens, self._ceiling)
+        tokens = scheduler_output.total_num_scheduled_tokens
+        threads = step_threads(tokens, self._ceiling)
         if threads != self._threads:
             _set_num_threads(threads)
             self._threads = threads
-        if scheduler_output.total_num_scheduled_tokens:
+        if tokens:  # counted as torch reports it, so a setter that did nothing would show
             self._steps[torch.get_num_threads()] += 1
         return super().execute_model(scheduler_output)
 
