@@ -27,7 +27,7 @@ from sax.client.leader import (
     resolve_sax_root,
 )
 from sax.client.portal import Portal
-from sax.client.retry import MIN_ATTEMPT_S, Backoff, Deadline
+from sax.client.retry import Backoff, Deadline
 from sax.errors import ADMIN_RETRYABLE, Code, SaxError
 from sax.naming import CellId
 
@@ -54,17 +54,13 @@ def _retryable(exc: BaseException) -> bool:
 
 def _retrying(deadline: Deadline) -> tenacity.AsyncRetrying:
     """Retries of `ADMIN_RETRYABLE` errors with `Backoff`'s delays, while the deadline leaves
-    time for another attempt (`MIN_ATTEMPT_S`); then `tenacity.RetryError`."""
+    time for another attempt (`Deadline.spent`); then `tenacity.RetryError`."""
     backoff = Backoff(deadline)
-
-    def spent(state: tenacity.RetryCallState) -> bool:
-        left = deadline.remaining()
-        return left is not None and left <= MIN_ATTEMPT_S
 
     return tenacity.AsyncRetrying(
         retry=tenacity.retry_if_exception(_retryable),
         wait=lambda state: backoff.next_delay() or 0.0,
-        stop=spent,
+        stop=lambda state: deadline.spent(),
     )
 
 
@@ -110,7 +106,7 @@ class AsyncAdminClient:
                 )
                 return _check(response)
             except httpx.HTTPError as exc:
-                error = http.error_from_transport(exc, f"admin {address}")
+                error = http.error_from_transport(exc, f"admin {address}", deadline)
                 if error.code == Code.DEADLINE_EXCEEDED:
                     raise deadline.exceeded(what, last or error) from exc
             except SaxError as exc:

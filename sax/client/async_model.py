@@ -136,7 +136,7 @@ class AsyncModel:
                         return response.content
                     error = http.error_from_response(response.status_code, response.content)
                 except httpx.HTTPError as exc:
-                    error = http.error_from_transport(exc, address)
+                    error = http.error_from_transport(exc, address, deadline)
                 finally:
                     attempts.release(address)
                 attempts.failed(error, address)
@@ -173,7 +173,7 @@ class AsyncModel:
                                     return
                     raise SaxError(Code.UNAVAILABLE, f"{address}: stream ended before its result")
                 except httpx.HTTPError as exc:
-                    error = http.error_from_transport(exc, address)
+                    error = http.error_from_transport(exc, address, deadline)
                 except SaxError as exc:
                     error = exc
                 finally:

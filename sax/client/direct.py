@@ -42,7 +42,7 @@ from sax.client.leader import (
 )
 from sax.client.picker import prefix_key
 from sax.client.replicas import PERMANENT, POLL_DEADLINE_S, ReplicaSet, WatchState, locations_path
-from sax.client.retry import MIN_ATTEMPT_S, Backoff, Deadline
+from sax.client.retry import Backoff, Deadline, transport_code
 from sax.errors import ADMIN_RETRYABLE, Code, SaxError
 from sax.naming import CellId, ModelId
 
@@ -58,12 +58,11 @@ class TransportError(Exception):
         super().__init__(detail)
         self.kind = kind
 
-    def error(self, address: str) -> SaxError:
-        """A read timeout is the caller's deadline; anything else means the peer is unreachable
-        or died mid-request (UNAVAILABLE, so another replica is tried)."""
-        if self.kind == "ReadTimeout":
-            return SaxError(Code.DEADLINE_EXCEEDED, f"{address}: {self.kind}: {self}")
-        return SaxError(Code.UNAVAILABLE, f"{address}: {self.kind}: {self or 'no answer'}")
+    def error(self, address: str, deadline: Deadline) -> SaxError:
+        """The failure as a `SaxError`, coded by `sax.client.retry.transport_code` (`deadline`:
+        the call's, to tell its own timeouts from the peer's)."""
+        code = transport_code(self.kind, deadline.spent())
+        return SaxError(code, f"{address}: {self.kind}: {self or 'no answer'}")
 
 
 def send(
@@ -88,7 +87,7 @@ def send(
         try:
             conn.connect()
         except TimeoutError as exc:
-            raise TransportError("ConnectTimeout", str(exc) or "timed out") from exc
+            raise TransportError("ConnectTimeout", "timed out") from exc
         except OSError as exc:  # refused, unreachable: worded as httpx words it
             raise TransportError("ConnectError", "All connection attempts failed") from exc
         assert conn.sock is not None
@@ -98,7 +97,7 @@ def send(
             response = conn.getresponse()
             return response.status, response.read()
         except TimeoutError as exc:
-            raise TransportError("ReadTimeout", str(exc) or "timed out") from exc
+            raise TransportError("ReadTimeout", "timed out") from exc
         except http.client.RemoteDisconnected as exc:
             raise TransportError("RemoteProtocolError", str(exc)) from exc
         except http.client.HTTPException as exc:
@@ -165,7 +164,7 @@ class DirectAdmin:
                     return json.loads(reply) if reply else None
                 error = SaxError.from_reply(status, reply)
             except TransportError as exc:
-                error = exc.error(f"admin {address}")
+                error = exc.error(f"admin {address}", deadline)
                 if error.code == Code.DEADLINE_EXCEEDED:
                     raise deadline.exceeded(what, last or error) from exc
             except SaxError as exc:
@@ -175,8 +174,7 @@ class DirectAdmin:
             if error.code not in ADMIN_RETRYABLE:
                 raise error
             last = error
-            left = deadline.remaining()
-            if left is not None and left <= MIN_ATTEMPT_S:
+            if deadline.spent():
                 raise deadline.exceeded(what, error)
             _sleep(backoff.next_delay() or 0.0)
 
@@ -232,7 +230,7 @@ class DirectModel:
                         return reply
                     error = SaxError.from_reply(status, reply)
                 except TransportError as exc:
-                    error = exc.error(address)
+                    error = exc.error(address, deadline)
                 finally:
                     attempts.release(address)
                 attempts.failed(error, address)

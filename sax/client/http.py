@@ -19,6 +19,7 @@ import weakref
 
 import httpx
 
+from sax.client.retry import Deadline, transport_code
 from sax.errors import Code, SaxError
 
 CONNECT_TIMEOUT_S = 2.0  # Saxml's model-server dial timeout
@@ -65,9 +66,12 @@ def error_from_response(status: int, content: bytes) -> SaxError:
     return SaxError.from_reply(status, content)
 
 
-def error_from_transport(exc: httpx.HTTPError, address: str) -> SaxError:
-    """A failure to get an answer: a read timeout is the caller's deadline, anything else means
-    the peer is unreachable or died mid-request (UNAVAILABLE, so another replica is tried)."""
-    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
-        return SaxError(Code.DEADLINE_EXCEEDED, f"{address}: {type(exc).__name__}: {exc}")
-    return SaxError(Code.UNAVAILABLE, f"{address}: {type(exc).__name__}: {exc or 'no answer'}")
+def error_from_transport(exc: httpx.HTTPError, address: str, deadline: Deadline) -> SaxError:
+    """A failure to get an answer from `address`, coded by `sax.client.retry.transport_code`
+    (`deadline`: the call's, to tell its own timeouts from the peer's). A timeout reads
+    "timed out", as `sax.client.direct` words it."""
+    kind = type(exc).__name__
+    timed_out = isinstance(exc, httpx.TimeoutException)
+    code = transport_code(kind, deadline.spent()) if timed_out else Code.UNAVAILABLE
+    detail = "timed out" if timed_out else str(exc) or "no answer"
+    return SaxError(code, f"{address}: {kind}: {detail}")

@@ -242,6 +242,11 @@ class Picker:
         with self._lock:
             self._ejected_until[address] = time.monotonic() + EJECT_S
 
+    def ejected(self, address: str) -> bool:
+        """Whether `address` is ejected now (`eject`, for `EJECT_S`)."""
+        with self._lock:
+            return self._ejected_until.get(address, 0.0) > time.monotonic()
+
     def pending(self, address: str) -> int:
         return self._pending.get(address, 0)
 

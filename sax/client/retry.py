@@ -42,6 +42,11 @@ class Deadline:
     def expired(self) -> bool:
         return self.at is not None and time.monotonic() >= self.at
 
+    def spent(self) -> bool:
+        """Whether too little is left for another attempt (`MIN_ATTEMPT_S`)."""
+        left = self.remaining()
+        return left is not None and left <= MIN_ATTEMPT_S
+
     def cap(self, seconds: float) -> float:
         """`seconds`, shortened to what is left of the deadline."""
         left = self.remaining()
@@ -51,6 +56,22 @@ class Deadline:
         """The error to raise when the deadline ends a retry loop: says what was last seen."""
         detail = f"; last error: {last}" if last is not None else ""
         return SaxError(Code.DEADLINE_EXCEEDED, f"{what}: deadline exceeded{detail}")
+
+
+def transport_code(kind: str, deadline_spent: bool) -> Code:
+    """The code of a request that got no answer, `kind` named as httpx names it (``ConnectError``,
+    ``ConnectTimeout``, ``ReadTimeout``, ``ReadError``, ``RemoteProtocolError``).
+
+    A timeout is the caller's deadline (DEADLINE_EXCEEDED, ending the retries and naming the error
+    before it) when it is a read or write timeout, whose attempt had all the deadline's time, or
+    a connect timeout that came once the deadline was spent: that attempt had only the deadline's
+    last moments, so the timeout says nothing about the peer. Anything else, a connect timeout
+    with time left included, means the peer is unreachable or died mid-request (UNAVAILABLE, so
+    another replica is tried).
+    """
+    if kind.endswith("Timeout") and (kind != "ConnectTimeout" or deadline_spent):
+        return Code.DEADLINE_EXCEEDED
+    return Code.UNAVAILABLE
 
 
 @dataclass

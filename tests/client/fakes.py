@@ -9,7 +9,9 @@ streamed event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import threading
 import time
 import uuid
@@ -329,6 +331,27 @@ class FakeModelServer:
 
 def sse(event: str, payload: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(payload)}\n\n".encode()
+
+
+@contextlib.contextmanager
+def black_hole() -> Iterator[str]:
+    """The address of a listener whose accept queue is full, so the kernel drops new SYNs: a
+    connect there hangs until its timeout (``ConnectTimeout``), as to a host that went dark."""
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)  # never accepted: a queue of one
+        port = listener.getsockname()[1]
+        for _ in range(8):
+            probe = stack.enter_context(socket.socket())
+            probe.settimeout(0.2)
+            try:
+                probe.connect(("127.0.0.1", port))
+            except TimeoutError:
+                break
+        else:
+            pytest.fail("the kernel accepted every connect: no way to make one hang here")
+        yield f"127.0.0.1:{port}"
 
 
 def point_cell_at(sax_root: Path, address: str, cell: str = "test") -> None:

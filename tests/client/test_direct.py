@@ -3,20 +3,23 @@ real HTTP: the same requests, retries, failover and errors as the asyncio client
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from sax import client
-from sax.client import direct
+from sax.client import direct, http
+from sax.client.picker import PICKER
 from sax.client.retry import Deadline
 from sax.errors import Code, SaxError
 from sax.naming import CellId
-from tests.client.fakes import FakeAdmin, FakeCell, ServerThread, point_cell_at
+from tests.client.fakes import FakeAdmin, FakeCell, ServerThread, black_hole, point_cell_at
 
 
 def test_admin_calls_match_the_clients(cell: FakeCell) -> None:
@@ -97,6 +100,47 @@ def test_an_admin_that_is_gone_is_a_connect_error_named_as_by_the_client(tmp_pat
     assert errors[0].message == errors[1].message
 
 
+def test_an_admin_that_swallows_connects_is_the_deadline_named_as_by_the_client(
+    tmp_path: Path,
+) -> None:
+    """A connect timeout that the deadline cut short is the deadline's, in both clients."""
+    with black_hole() as hole:
+        point_cell_at(tmp_path, hole)
+        errors = []
+        for call in (direct.get, client.list):
+            with pytest.raises(SaxError) as info:
+                call("/sax/test/m", sax_root=str(tmp_path), timeout=0.3)  # < CONNECT_TIMEOUT_S
+            errors.append(info.value)
+    assert errors[0].code == errors[1].code == Code.DEADLINE_EXCEEDED
+    assert f"admin {hole}: ConnectTimeout: timed out" in errors[0].message
+    assert errors[0].message == errors[1].message
+
+
+def test_a_connect_timeout_is_the_peers_only_while_the_deadline_has_time_left() -> None:
+    """Each transport codes a connect timeout by the deadline: UNAVAILABLE (try another replica)
+    with time left, DEADLINE_EXCEEDED once it is spent."""
+    with black_hole() as hole:
+        with pytest.raises(direct.TransportError) as sync:
+            direct.send(hole, "GET", "/", timeout_s=0.2)
+
+        async def connect() -> httpx.HTTPError:
+            async with httpx.AsyncClient() as session:
+                with pytest.raises(httpx.HTTPError) as info:
+                    await session.get(f"http://{hole}/", timeout=http.timeout(0.2))
+            return info.value
+
+        async_exc = asyncio.run(connect())
+    assert (sync.value.kind, type(async_exc).__name__) == ("ConnectTimeout", "ConnectTimeout")
+    spent, left = Deadline(time.monotonic()), Deadline.after(10)
+    for deadline, code in ((spent, Code.DEADLINE_EXCEEDED), (left, Code.UNAVAILABLE)):
+        errors = [
+            sync.value.error(hole, deadline),
+            http.error_from_transport(async_exc, hole, deadline),
+        ]
+        assert [e.code for e in errors] == [code, code]
+        assert errors[0].message == errors[1].message == f"{hole}: ConnectTimeout: timed out"
+
+
 def test_the_admin_is_followed_to_its_new_address(cell: FakeCell) -> None:
     root = cell.sax_root
     assert direct.get("/sax/test/m", sax_root=root)["model_id"] == "/sax/test/m"
@@ -165,6 +209,38 @@ def test_retries_until_the_deadline_then_reports_the_last_error(cell: FakeCell) 
     assert 0.55 <= time.monotonic() - start < 2.0
 
 
+def test_a_replica_that_swallows_connects_is_failed_over_or_is_the_deadline(
+    cell: FakeCell,
+) -> None:
+    """A connect timeout with time left fails over (and ejects the replica); one the deadline
+    cut short is the deadline's and leaves the replica in the rotation, in both clients."""
+    with black_hole() as hole:
+        cell.admin.add_model("dark", [hole])
+        cell.admin.add_model("half", [hole, cell.addresses[0]])
+        calls = {
+            "direct": lambda name, t: direct.DirectModel(
+                name, sax_root=cell.sax_root, timeout=t
+            ).generate("q"),
+            "client": lambda name, t: client.Model(
+                name, sax_root=cell.sax_root, timeout=t
+            ).lm.generate("q"),
+            "stream": lambda name, t: list(
+                client.Model(name, sax_root=cell.sax_root, timeout=t).lm.generate_stream("q")
+            ),
+        }
+        for kind, call in calls.items():
+            with pytest.raises(SaxError) as info:
+                call("/sax/test/dark", 0.5)  # < CONNECT_TIMEOUT_S: the deadline ends the connect
+            assert info.value.code == Code.DEADLINE_EXCEEDED, kind
+            assert f"{hole}: ConnectTimeout: timed out" in info.value.message, kind
+            assert not PICKER.ejected(hole), kind
+        served = cell.replicas[0].served
+        for kind, call in calls.items():
+            for _ in range(2):  # > CONNECT_TIMEOUT_S: a dark replica fails over
+                assert call("/sax/test/half", 10), kind
+        assert cell.replicas[0].served == served + 6
+
+
 def test_non_retryable_and_unknown_model_errors_are_raised_at_once(cell: FakeCell) -> None:
     start = time.monotonic()
     with pytest.raises(SaxError) as bad:
@@ -206,7 +282,7 @@ def test_a_reply_that_does_not_come_in_time_is_the_deadline(cell: FakeCell) -> N
             direct.send(address, "GET", "/", timeout_s=0.2)
         assert 0.15 <= time.monotonic() - start < 2.0
     assert info.value.kind == "ReadTimeout"
-    assert info.value.error(address).code == Code.DEADLINE_EXCEEDED
+    assert info.value.error(address, Deadline(None)).code == Code.DEADLINE_EXCEEDED
     admin = direct.DirectAdmin(cell.sax_root, CellId.parse("/sax/test"))
     assert admin.request("GET", "/v1/models/m", deadline=Deadline.after(5))["model_id"] == (
         "/sax/test/m"

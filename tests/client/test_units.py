@@ -11,7 +11,7 @@ from httpx_sse import EventSource
 
 from sax.client.locations import ReplicaSet, print_changes
 from sax.client.picker import Picker
-from sax.client.retry import MAX_DELAY_S, Backoff, Deadline
+from sax.client.retry import MAX_DELAY_S, MIN_ATTEMPT_S, Backoff, Deadline, transport_code
 from sax.client.wire import StreamState, read_events
 from sax.errors import Code, SaxError
 from sax.generation import StreamItem
@@ -34,6 +34,34 @@ def test_backoff_stops_at_the_deadline() -> None:
         time.sleep(delay)
         total += delay
     assert Deadline.after(0).remaining() is None  # <= 0 means no deadline, like Saxml's -1
+
+
+def test_a_deadline_is_spent_when_no_attempt_fits() -> None:
+    assert not Deadline(None).spent()
+    assert not Deadline.after(1).spent()
+    assert Deadline(time.monotonic() + MIN_ATTEMPT_S / 2).spent()
+    assert Deadline(time.monotonic() - 1).spent()
+
+
+@pytest.mark.parametrize(
+    ("kind", "spent", "code"),
+    [
+        ("ConnectTimeout", False, Code.UNAVAILABLE),  # the peer's: try another replica
+        ("ConnectTimeout", True, Code.DEADLINE_EXCEEDED),  # the deadline cut the connect short
+        ("ReadTimeout", False, Code.DEADLINE_EXCEEDED),
+        ("ReadTimeout", True, Code.DEADLINE_EXCEEDED),
+        ("WriteTimeout", False, Code.DEADLINE_EXCEEDED),
+        ("PoolTimeout", True, Code.DEADLINE_EXCEEDED),
+        ("ConnectError", False, Code.UNAVAILABLE),
+        ("ConnectError", True, Code.UNAVAILABLE),
+        ("ReadError", True, Code.UNAVAILABLE),
+        ("RemoteProtocolError", False, Code.UNAVAILABLE),
+    ],
+)
+def test_transport_code_blames_the_deadline_only_for_its_own_timeouts(
+    kind: str, spent: bool, code: Code
+) -> None:
+    assert transport_code(kind, spent) == code
 
 
 def test_replica_set_full_set_replaces_and_changelog_applies_in_order() -> None:
