@@ -197,11 +197,9 @@ async def test_join_is_held_then_answered_on_change() -> None:
         held = asyncio.create_task(http.post("/v1/servers:join", json=join_body("s0")))
         await asyncio.sleep(0.1)
         assert not held.done()
-        started = time.monotonic()
         await http.post("/v1/models", json=GOOD)
-        r = await asyncio.wait_for(held, 2)
+        r = await asyncio.wait_for(held, 2)  # long before the 5 s poll ends
         assert [a["model_id"] for a in r.json()["assignment"]] == [M]
-        assert time.monotonic() - started < 0.5
 
 
 async def test_a_dropped_join_connection_is_noticed_within_a_second() -> None:

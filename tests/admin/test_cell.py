@@ -221,10 +221,9 @@ async def test_a_held_join_returns_as_soon_as_its_assignment_changes() -> None:
         held = asyncio.create_task(cell.join(jreq("s0")))
         await asyncio.sleep(0.05)
         assert not held.done()
-        started = time.monotonic()
         await cell.publish(pub())
-        resp = await asyncio.wait_for(held, 1)
-        assert assigned(resp) == [M] and time.monotonic() - started < 0.2
+        resp = await asyncio.wait_for(held, 1)  # long before the 5 s poll ends
+        assert assigned(resp) == [M]
         # An ACL change is news too: the server must learn it.
         held = asyncio.create_task(cell.join(jreq("s0", rep(cell, L))))
         await asyncio.sleep(0.05)
