@@ -20,7 +20,7 @@ import weakref
 import httpx
 
 from sax.client.retry import Deadline, transport_code
-from sax.errors import Code, SaxError
+from sax.errors import SaxError
 
 CONNECT_TIMEOUT_S = 2.0  # Saxml's model-server dial timeout
 _LIMITS = httpx.Limits(max_connections=1024, max_keepalive_connections=256, keepalive_expiry=60.0)
@@ -72,6 +72,6 @@ def error_from_transport(exc: httpx.HTTPError, address: str, deadline: Deadline)
     "timed out", as `sax.client.direct` words it."""
     kind = type(exc).__name__
     timed_out = isinstance(exc, httpx.TimeoutException)
-    code = transport_code(kind, deadline.spent()) if timed_out else Code.UNAVAILABLE
+    code = transport_code(kind, deadline.spent())
     detail = "timed out" if timed_out else str(exc) or "no answer"
     return SaxError(code, f"{address}: {kind}: {detail}")
